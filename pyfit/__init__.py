@@ -1,0 +1,70 @@
+"""pyfit: fit models to data with PyTorch in a few lines, with a fused C++/CUDA hot loop.
+
+>>> import torch, pyfit
+>>> x = torch.rand(50); y = 3 * x + 0.8
+>>> result = pyfit.fit("linear", x, y, lr=0.1, epochs=3000, seed=0)
+>>> round(result.model.weight.item(), 2)
+3.0
+"""
+
+from ._version import __version__
+from . import ops
+from .callbacks import BestParameters
+from .callbacks import Callback
+from .callbacks import EarlyStopping
+from .callbacks import FitState
+from .callbacks import LRScheduling
+from .errors import InputError
+from .errors import PluginError
+from .errors import UnknownNameError
+from .fit import fit
+from .losses import LossFunction
+from .losses import build_loss
+from .models import MLP
+from .models import Linear
+from .models import Polynomial
+from .models import build_model
+from .optimizers import SGD
+from .optimizers import build_optimizer
+from .plot import plot_fit
+from .plot import plot_loss
+from .predict import predict
+from .registry import LOSSES
+from .registry import MODELS
+from .registry import OPTIMIZERS
+from .registry import SCHEDULERS
+from .registry import Registry
+from .result import FitResult
+from .schedulers import build_scheduler
+
+__all__ = [
+    "BestParameters",
+    "Callback",
+    "EarlyStopping",
+    "FitResult",
+    "FitState",
+    "InputError",
+    "LOSSES",
+    "LRScheduling",
+    "Linear",
+    "LossFunction",
+    "MLP",
+    "MODELS",
+    "OPTIMIZERS",
+    "PluginError",
+    "Polynomial",
+    "Registry",
+    "SCHEDULERS",
+    "SGD",
+    "UnknownNameError",
+    "__version__",
+    "build_loss",
+    "build_model",
+    "build_optimizer",
+    "build_scheduler",
+    "fit",
+    "ops",
+    "plot_fit",
+    "plot_loss",
+    "predict",
+]

@@ -1,0 +1,151 @@
+"""Callbacks: code that ``fit`` runs at the start, after every epoch and at the end.
+
+A callback reads and may stop the fit through the :class:`FitState` it is given.
+``per_epoch = False`` on a callback says it needs no hook between epochs, which
+lets the fused path run many epochs in one call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Protocol
+
+import torch
+from torch import nn
+
+COMPLETED = "completed"
+EARLY_STOPPING = "early_stopping"
+NON_FINITE = "non_finite"
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class FitState:
+    """What a running fit exposes to its callbacks."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epochs: int  # the total the fit runs to
+    epoch: int = 0  # epochs completed so far
+    history: Dict[str, List[float]] = field(default_factory=lambda: {"loss": [], "lr": []})
+    scheduler: Any = None
+    stop_reason: Optional[str] = None
+    stop_detail: str = ""
+
+    @property
+    def loss(self) -> float:
+        """The last epoch's loss (NaN before the first epoch)."""
+        return self.history["loss"][-1] if self.history["loss"] else math.nan
+
+    def stop(self, reason: str, detail: str = "") -> None:
+        """Ask the fit to stop after this epoch."""
+        if self.stop_reason is None:
+            self.stop_reason, self.stop_detail = reason, detail
+
+
+class Callback:
+    """Base callback: override the hooks you need."""
+
+    per_epoch = True
+
+    def on_fit_start(self, state: FitState) -> None:
+        pass
+
+    def on_epoch_end(self, state: FitState) -> None:
+        pass
+
+    def on_fit_end(self, state: FitState) -> None:
+        pass
+
+
+class CallbackProtocol(Protocol):
+    per_epoch: bool
+
+    def on_fit_start(self, state: FitState) -> None: ...
+
+    def on_epoch_end(self, state: FitState) -> None: ...
+
+    def on_fit_end(self, state: FitState) -> None: ...
+
+
+class EarlyStopping(Callback):
+    """Stop when the loss has not improved by at least ``min_delta`` for ``patience`` epochs.
+
+    >>> import pyfit
+    >>> stopper = pyfit.EarlyStopping(patience=5, min_delta=1e-6)
+    """
+
+    def __init__(self, patience: int = 10, min_delta: float = 0.0, monitor: str = "loss"):
+        if not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        if not min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        self.patience, self.min_delta, self.monitor = patience, float(min_delta), monitor
+        self.best = math.inf
+        self.wait = 0
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.best, self.wait = math.inf, 0
+
+    def on_epoch_end(self, state: FitState) -> None:
+        value = state.history[self.monitor][-1]
+        if value < self.best - self.min_delta:
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            state.stop(EARLY_STOPPING, f"{self.monitor} did not improve by more than {self.min_delta:g} "
+                                       f"for {self.patience} epochs (best {self.best:.6g})")
+
+
+class BestParameters(Callback):
+    """Remember the lowest epoch loss, its epoch and the parameters that gave it.
+
+    An epoch's loss is measured on the parameters the epoch started from (exactly
+    so for full batches), so those are the ones kept. With ``restore=True`` the
+    model gets them back when the fit ends.
+
+    >>> import pyfit
+    >>> best = pyfit.BestParameters(restore=True)
+    """
+
+    def __init__(self, monitor: str = "loss", restore: bool = False):
+        self.monitor, self.restore = monitor, restore
+        self.best_loss = math.inf
+        self.best_epoch: Optional[int] = None
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self._epoch_start: Dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _snapshot(model: nn.Module) -> Dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.best_loss, self.best_epoch, self.best_state = math.inf, None, None
+        self._epoch_start = self._snapshot(state.model)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        value = state.history[self.monitor][-1]
+        if value < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_state = value, state.epoch, self._epoch_start
+        self._epoch_start = self._snapshot(state.model)
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.restore and self.best_state is not None:
+            state.model.load_state_dict(self.best_state)
+
+
+class LRScheduling(Callback):
+    """Step an LR scheduler after every epoch (ReduceLROnPlateau gets the epoch's loss)."""
+
+    def __init__(self, scheduler: Any):
+        self.scheduler = scheduler
+
+    def on_epoch_end(self, state: FitState) -> None:
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(state.loss)
+        else:
+            self.scheduler.step()

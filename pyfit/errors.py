@@ -1,0 +1,18 @@
+"""The exceptions pyfit raises, so callers can catch pyfit's refusals by type."""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Data or settings that pyfit refuses before it changes any state."""
+
+
+class UnknownNameError(KeyError):
+    """A registry lookup of a name that nothing is registered under."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class PluginError(RuntimeError):
+    """A plugin failed to load while PYFIT_STRICT_PLUGINS=1 asks for failures to be errors."""

@@ -1,0 +1,187 @@
+"""``pyfit.fit``: one call from data to a trained model, a history and its plots.
+
+Everything the user passes is resolved and checked first; only then does any
+parameter or optimizer state change. The epochs then run on the fastest correct
+path (see ``_paths.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, Dict, Iterable, Optional
+
+import torch
+from torch import nn
+
+from . import _paths
+from .callbacks import COMPLETED, Callback, FitState, LRScheduling
+from .losses import as_loss, build_loss
+from .models import build_model
+from .optimizers import build_optimizer
+from .predict import model_dtype_device
+from .result import FitResult
+from .schedulers import EPOCH_ONLY, build_scheduler
+from .validation import (
+    check_features,
+    check_fit_data,
+    check_optimizer_settings,
+    check_positive_int,
+)
+
+DEFAULT_LR = 0.01
+DEFAULT_EPOCHS = 100
+
+
+def _resolve_model(model: Any, X: torch.Tensor, y: torch.Tensor, seed: Optional[int],
+                   model_kwargs: Dict[str, Any]) -> nn.Module:
+    if isinstance(model, nn.Module):
+        if model_kwargs:
+            raise TypeError("model_kwargs only applies when the model is given by name")
+        return model
+    if not isinstance(model, str) and not callable(model):
+        raise TypeError(f"model must be a registry name, a torch.nn.Module or a factory, got {type(model).__name__}")
+    kwargs = {"in_features": X.shape[1], **model_kwargs}
+    if y.dim() == 2:
+        kwargs.setdefault("out_features", y.shape[1])
+    factory = (lambda **kw: build_model(model, **kw)) if isinstance(model, str) else model
+    if seed is None:
+        built = factory(**kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            built = factory(**kwargs)
+    if not isinstance(built, nn.Module):
+        raise TypeError(f"the model factory returned {type(built).__name__}, not a torch.nn.Module")
+    return built.to(X.dtype)
+
+
+def _resolve_optimizer(optimizer: Any, model: nn.Module, lr: Optional[float],
+                       optimizer_kwargs: Dict[str, Any]) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if lr is not None or optimizer_kwargs:
+            raise TypeError("lr and optimizer settings go to the optimizer you built; "
+                            "pass them there, or give the optimizer by name")
+        return optimizer
+    settings = {"lr": DEFAULT_LR if lr is None else lr, **optimizer_kwargs}
+    check_optimizer_settings(settings)
+    params = list(model.parameters())
+    if not params:
+        raise TypeError(f"the model {type(model).__name__} has no parameters to fit")
+    if isinstance(optimizer, str):
+        return build_optimizer(optimizer, params, **settings)
+    if callable(optimizer):
+        return optimizer(params, **settings)
+    raise TypeError(f"optimizer must be a registry name, an optimizer or a class, got {type(optimizer).__name__}")
+
+
+def _resolve_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, epochs: int,
+                       scheduler_kwargs: Dict[str, Any]) -> Any:
+    if scheduler is None:
+        return None
+    if isinstance(scheduler, str):
+        return build_scheduler(scheduler, optimizer, epochs=epochs, **scheduler_kwargs)
+    if hasattr(scheduler, "step") and not inspect.isclass(scheduler):
+        return scheduler
+    if callable(scheduler):
+        return scheduler(optimizer, **scheduler_kwargs)
+    raise TypeError(f"scheduler must be a registry name, a scheduler or a factory, got {type(scheduler).__name__}")
+
+
+def _epoch_only(scheduler: Any) -> bool:
+    """True when the scheduler's learning rates depend on the epoch alone."""
+    if scheduler is None:
+        return True
+    from .registry import SCHEDULERS
+
+    for entry in SCHEDULERS.entries():
+        if inspect.isclass(entry.obj) and type(scheduler) is entry.obj:
+            return EPOCH_ONLY in entry.flags
+    from torch.optim import lr_scheduler
+
+    return isinstance(scheduler, lr_scheduler.LRScheduler)
+
+
+def _check_output_shape(model: nn.Module, y: torch.Tensor) -> None:
+    expected = getattr(model, "out_features", None)
+    outputs = y.shape[1] if y.dim() == 2 else 1
+    if expected is not None and expected != outputs:
+        raise ValueError(f"y has {outputs} output column(s), but the model gives {expected}")
+
+
+def fit(
+    model: Any,
+    X: Any,
+    y: Any,
+    *,
+    loss: Any = "mse",
+    optimizer: Any = "sgd",
+    lr: Optional[float] = None,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: Optional[int] = None,
+    shuffle: bool = False,
+    seed: Optional[int] = None,
+    scheduler: Any = None,
+    callbacks: Iterable[Callback] = (),
+    progress: Optional[bool] = None,
+    model_kwargs: Optional[Dict[str, Any]] = None,
+    loss_kwargs: Optional[Dict[str, Any]] = None,
+    scheduler_kwargs: Optional[Dict[str, Any]] = None,
+    **optimizer_kwargs: Any,
+) -> FitResult:
+    """Fit ``model`` to ``(X, y)`` and return a :class:`FitResult`.
+
+    model, loss, optimizer and scheduler are each a registry name or an object.
+    X is (N,) or (N, D), y is (N,) or (N, K): tensors, numpy arrays or lists.
+    ``batch_size=None`` is full batch; ``lr`` defaults to 0.01 for an optimizer
+    given by name; extra keywords go to the optimizer (``momentum=0.9``).
+
+    >>> import torch, pyfit
+    >>> x = torch.rand(50); y = 3 * x + 0.8
+    >>> result = pyfit.fit("linear", x, y, lr=0.1, epochs=3000, seed=0)
+    >>> [round(v, 2) for v in (result.model.weight.item(), result.model.bias.item())]
+    [3.0, 0.8]
+    """
+    started = time.perf_counter()
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size, allow_none=True)
+    if seed is not None and not isinstance(seed, int):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    dtype = device = None
+    if isinstance(model, nn.Module):
+        dtype, device = model_dtype_device(model)
+    X, y = check_fit_data(X, y, dtype)
+    if device is not None:
+        X, y = X.to(device), y.to(device)
+    built = _resolve_model(model, X, y, seed, dict(model_kwargs or {}))
+    check_features(X, getattr(built, "in_features", None))
+    _check_output_shape(built, y)
+    loss_fn = build_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else as_loss(loss)
+    if loss_kwargs and not isinstance(loss, str):
+        raise TypeError("loss_kwargs only applies when the loss is given by name")
+    opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs)
+    sched = _resolve_scheduler(scheduler, opt, epochs, dict(scheduler_kwargs or {}))
+
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        if not all(hasattr(callback, hook) for hook in ("on_fit_start", "on_epoch_end", "on_fit_end")):
+            raise TypeError(f"{type(callback).__name__} is not a callback: it needs on_fit_start, "
+                            "on_epoch_end and on_fit_end (subclass pyfit.Callback)")
+    if sched is not None and not _epoch_only(sched):
+        callbacks.append(LRScheduling(sched))
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+
+    state = FitState(model=built, optimizer=opt, epochs=epochs, scheduler=sched)
+    runner = _paths.choose(built, loss_fn, opt, X, y, batch_size, shuffle, generator,
+                           precomputed_scheduler=sched if _epoch_only(sched) else None)
+    _paths.run(runner, state, callbacks, progress)
+    if state.stop_reason is None:
+        state.stop(COMPLETED)
+    return FitResult(
+        model=built, optimizer=opt, history=state.history, stop_reason=state.stop_reason,
+        stop_detail=state.stop_detail, backend=runner.name, epochs=state.epoch,
+        seconds=time.perf_counter() - started, scheduler=sched, callbacks=callbacks, state=state,
+        config={"loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
+                "shuffle": shuffle, "seed": seed, "scheduler": scheduler},
+    )

@@ -1,0 +1,160 @@
+"""Loading of pyfit's compiled ops, and their Python face.
+
+The ops live in the ``pyfit`` namespace of torch's dispatcher once a library that
+defines them is loaded: the extension module ``pyfit._C``, or a library built by
+CMake when ``PYFIT_LIBRARY=/path/to/libpyfit_ops.so`` is set. With
+``PYFIT_JIT_BUILD=1`` a missing extension is compiled just in time (needs ninja and
+a compiler). Here we add what torch.compile and autograd need: fake (meta) kernels
+for every op and the backward of the squared error.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from types import SimpleNamespace
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_OPS = ("mse_loss_fwd", "sgd_update_", "linear_step_", "linear_fit_")
+_registered = False
+
+
+def _load_library() -> Optional[str]:
+    """Load a library defining the ops; return None, or why none could be loaded."""
+    path = os.environ.get("PYFIT_LIBRARY")
+    if path:
+        try:
+            torch.ops.load_library(path)
+        except OSError as error:
+            return (f"PYFIT_LIBRARY={path} could not be loaded ({error}); rebuild it with "
+                    "CMake against this torch or unset PYFIT_LIBRARY")
+        return None
+    try:
+        from .. import _C  # noqa: F401
+    except ImportError as error:
+        if "undefined symbol" in str(error):
+            return (f"pyfit._C was built against another torch than {torch.__version__} "
+                    f"({error}); reinstall pyfit (pip install --no-build-isolation .)")
+        if os.environ.get("PYFIT_JIT_BUILD") == "1":
+            return _jit_build()
+        return (f"the compiled extension pyfit._C is not built ({error}); run "
+                "'pip install .' or set PYFIT_JIT_BUILD=1 to compile it on first use")
+    return None
+
+
+def _jit_build() -> Optional[str]:
+    from torch.utils import cpp_extension
+
+    sources = sorted(glob.glob(os.path.join(_ROOT, "csrc", "*.cpp")))
+    if not sources:
+        return "PYFIT_JIT_BUILD=1 but pyfit's csrc/ sources are not next to the package"
+    try:
+        omp = ["-fopenmp"] if "OpenMP" in torch.__config__.parallel_info() else []
+        cpp_extension.load(name="pyfit_jit_ops", sources=sources,
+                           extra_include_paths=[os.path.join(_ROOT, "csrc")],
+                           extra_cflags=["-O3", *omp], extra_ldflags=omp,
+                           is_python_module=False)
+    except Exception as error:  # a compiler error is long; its first line says enough
+        return f"PYFIT_JIT_BUILD=1 but compiling the ops failed: {str(error).splitlines()[0]}"
+    return None
+
+
+def _register_python_parts() -> None:
+    """Fake kernels for every op and autograd for mse_loss_fwd, once per process."""
+    global _registered
+    if _registered:
+        return
+
+    @torch.library.register_fake("pyfit::mse_loss_fwd")
+    def _(pred: Tensor, target: Tensor, reduction: int) -> Tuple[Tensor, Tensor]:
+        torch._check(pred.shape == target.shape,
+                     lambda: f"target must have pred's shape {pred.shape}, got {target.shape}")
+        return pred.new_empty(()), torch.empty_like(pred, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("pyfit::sgd_update_")
+    def _(params, grads, momentum_buffers, first_step, lr, momentum, dampening, nesterov,
+          weight_decay, maximize, zero_grads) -> None:
+        return None
+
+    @torch.library.register_fake("pyfit::linear_step_")
+    def _(X, y, weight, bias, weight_buf, bias_buf, lr, momentum, dampening, nesterov,
+          weight_decay, maximize, first_step, reduction) -> Tensor:
+        return X.new_empty(())
+
+    @torch.library.register_fake("pyfit::linear_fit_")
+    def _(X, y, weight, bias, weight_buf, bias_buf, lrs, order, batch_size, momentum,
+          dampening, nesterov, weight_decay, maximize, first_step, reduction) -> Tensor:
+        return X.new_empty((lrs.shape[0],))
+
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output[1])
+
+    def backward(ctx, grad_loss: Tensor, _grad_of_grad: Optional[Tensor]):
+        # d loss / d pred was computed by the forward; d loss / d target is its negation.
+        (grad,) = ctx.saved_tensors
+        grad_pred = grad * grad_loss
+        return grad_pred, -grad_pred, None
+
+    torch.library.register_autograd("pyfit::mse_loss_fwd", backward, setup_context=setup_context)
+    _registered = True
+
+
+# The functions below have the reference's names and positional signatures.
+
+def mse_loss_fwd(pred: Tensor, target: Tensor, reduction: int) -> Tuple[Tensor, Tensor]:
+    return torch.ops.pyfit.mse_loss_fwd(pred, target, reduction)
+
+
+def mse_loss(pred: Tensor, target: Tensor, reduction: int) -> Tensor:
+    return torch.ops.pyfit.mse_loss_fwd(pred, target, reduction)[0]
+
+
+def sgd_update_(params: Sequence[Tensor], grads: Sequence[Tensor],
+                momentum_buffers: Sequence[Tensor], first_step: Sequence[bool], lr: float,
+                momentum: float, dampening: float, nesterov: bool, weight_decay: float,
+                maximize: bool, zero_grads: bool) -> None:
+    torch.ops.pyfit.sgd_update_(list(params), list(grads), list(momentum_buffers),
+                                [bool(f) for f in first_step], lr, momentum, dampening,
+                                nesterov, weight_decay, maximize, zero_grads)
+
+
+def linear_step_(X: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
+                 weight_buf: Optional[Tensor], bias_buf: Optional[Tensor], lr: float,
+                 momentum: float, dampening: float, nesterov: bool, weight_decay: float,
+                 maximize: bool, first_step: bool, reduction: int) -> Tensor:
+    return torch.ops.pyfit.linear_step_(X, y, weight, bias, weight_buf, bias_buf, lr, momentum,
+                                        dampening, nesterov, weight_decay, maximize, first_step,
+                                        reduction)
+
+
+def linear_fit_(X: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
+                weight_buf: Optional[Tensor], bias_buf: Optional[Tensor], lrs: Tensor,
+                order: Optional[Tensor], batch_size: int, momentum: float, dampening: float,
+                nesterov: bool, weight_decay: float, maximize: bool, first_step: bool,
+                reduction: int) -> Tensor:
+    return torch.ops.pyfit.linear_fit_(X, y, weight, bias, weight_buf, bias_buf, lrs, order,
+                                       batch_size, momentum, dampening, nesterov, weight_decay,
+                                       maximize, first_step, reduction)
+
+
+_FUNCTIONS: List = [mse_loss_fwd, mse_loss, sgd_update_, linear_step_, linear_fit_]
+
+
+def load():
+    """Return (ops, None) when the compiled ops can be used, else (None, reason).
+
+    ``ops`` has the reference's function names and signatures.
+    """
+    reason = _load_library()
+    if reason is not None:
+        return None, reason
+    missing = [name for name in _OPS if not hasattr(torch.ops.pyfit, name)]
+    if missing:
+        return None, (f"the loaded pyfit library lacks the ops {', '.join(missing)}; rebuild it "
+                      "from this version's csrc/")
+    _register_python_parts()
+    return SimpleNamespace(**{f.__name__: f for f in _FUNCTIONS}), None

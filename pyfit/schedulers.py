@@ -1,0 +1,90 @@
+"""Learning-rate schedulers by name, stepped once per epoch by ``fit``.
+
+Built-ins take the fit's number of epochs where they need a horizon (``cosine``);
+torch's own lr_scheduler classes are registered under their lowercase names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Optional
+
+import torch
+from torch.optim import lr_scheduler
+
+from .registry import SCHEDULERS
+
+# a scheduler whose learning rates depend on the epoch alone can be replayed ahead
+# of time, which lets the fused path run many epochs in one call
+EPOCH_ONLY = "epoch_only"
+
+
+@SCHEDULERS.register("constant", description="keeps the learning rate unchanged", flags=(EPOCH_ONLY,))
+def constant(optimizer: torch.optim.Optimizer, *, epochs: Optional[int] = None) -> lr_scheduler.LRScheduler:
+    """The learning rate stays what the optimizer was given."""
+    return lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@SCHEDULERS.register("step", description="multiplies the learning rate by gamma every step_size epochs",
+                     flags=(EPOCH_ONLY,))
+def step(optimizer: torch.optim.Optimizer, step_size: int = 10, gamma: float = 0.1, *,
+         epochs: Optional[int] = None) -> lr_scheduler.LRScheduler:
+    """Step decay: lr * gamma ** (epoch // step_size)."""
+    return lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+@SCHEDULERS.register("exponential", description="multiplies the learning rate by gamma every epoch",
+                     flags=(EPOCH_ONLY,))
+def exponential(optimizer: torch.optim.Optimizer, gamma: float = 0.99, *,
+                epochs: Optional[int] = None) -> lr_scheduler.LRScheduler:
+    """Exponential decay: lr * gamma ** epoch."""
+    return lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+@SCHEDULERS.register("cosine", description="cosine annealing from the learning rate to eta_min over the fit",
+                     flags=(EPOCH_ONLY,))
+def cosine(optimizer: torch.optim.Optimizer, T_max: Optional[int] = None, eta_min: float = 0.0, *,
+           epochs: Optional[int] = None) -> lr_scheduler.LRScheduler:
+    """Cosine annealing over T_max epochs (default: the fit's epochs)."""
+    horizon = T_max if T_max is not None else (epochs or 1)
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=horizon, eta_min=eta_min)
+
+
+def _register_torch_schedulers() -> None:
+    for name, cls in vars(lr_scheduler).items():
+        if not inspect.isclass(cls) or name.startswith("_") or cls in (lr_scheduler.LRScheduler,):
+            continue
+        if not issubclass(cls, (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)):
+            continue
+        if name in ("_LRScheduler", "SequentialLR", "ChainedScheduler"):  # these take schedulers, not settings
+            continue
+        if name.lower() in SCHEDULERS:
+            continue
+        flags = () if cls is lr_scheduler.ReduceLROnPlateau else (EPOCH_ONLY,)
+        doc = (inspect.getdoc(cls) or name).strip().splitlines()[0]
+        SCHEDULERS.register(name.lower(), cls, description=f"torch.optim.lr_scheduler.{name}: {doc}", flags=flags)
+
+
+_register_torch_schedulers()
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: Optional[int] = None,
+                    **kwargs: Any) -> Any:
+    """Build the scheduler registered under ``name`` for ``optimizer``.
+
+    ``epochs`` (the fit's length) reaches the schedulers that take it.
+
+    >>> import torch, pyfit
+    >>> opt = pyfit.build_optimizer("sgd", [torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    >>> sched = pyfit.build_scheduler("exponential", opt, gamma=0.5)
+    >>> sched.step(); opt.param_groups[0]["lr"]
+    0.5
+    """
+    factory = SCHEDULERS[name]
+    try:
+        takes_epochs = "epochs" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_epochs = False
+    if takes_epochs:
+        kwargs["epochs"] = epochs
+    return factory(optimizer, **kwargs)

@@ -1,0 +1,135 @@
+"""The one home of pyfit's input checks.
+
+Every check here raises before anything is changed, with a message that names
+the problem and gives the expected and the actual value.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import InputError
+
+
+def to_tensor(data: Any, name: str, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """Turn a tensor, numpy array or (nested) list of numbers into a floating tensor.
+
+    Floating tensors keep their dtype unless ``dtype`` is given; everything else
+    becomes ``dtype`` or torch's default dtype.
+    """
+    if isinstance(data, Tensor):
+        tensor = data.detach()
+    else:
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"{name} must be numeric (a tensor, an array or a list of numbers): {error}") from None
+        if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+            raise TypeError(
+                f"{name} must be numeric (a tensor, an array or a list of numbers), "
+                f"got values of type {array.dtype if array.dtype != object else _first_bad_type(array)}"
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.is_complex():
+        raise TypeError(f"{name} must be real-valued, got dtype {tensor.dtype}")
+    target = dtype or (tensor.dtype if tensor.is_floating_point() and isinstance(data, Tensor)
+                       else torch.get_default_dtype())
+    return tensor.to(target)
+
+
+def _first_bad_type(array: np.ndarray) -> str:
+    for value in array.reshape(-1):
+        if not isinstance(value, (numbers.Number, bool)):
+            return f"{type(value).__name__} ({value!r})"
+    return "object"
+
+
+def _check_finite(tensor: Tensor, name: str) -> None:
+    # One cheap pass: NaN and inf survive a sum, so only a non-finite sum needs the
+    # slower search that says where the bad value is.
+    if tensor.numel() == 0 or torch.isfinite(tensor.sum()):
+        return
+    bad = (~torch.isfinite(tensor)).nonzero()
+    if bad.numel() == 0:  # the sum overflowed, the values are fine
+        return
+    where = tuple(int(i) for i in bad[0])
+    value = tensor[where].item()
+    location = f"row {where[0]}" + (f", column {where[1]}" if len(where) > 1 else "")
+    raise InputError(f"{name} contains {value} at {location} ({bad.shape[0]} non-finite values in all)")
+
+
+def check_fit_data(X: Any, y: Any, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
+    """Checked (N, D) features and (N,) or (N, K) targets for a fit.
+
+    1-D X is taken as N samples of one feature.
+    """
+    X = to_tensor(X, "X", dtype)
+    y = to_tensor(y, "y", dtype or X.dtype)
+    if X.dim() == 1:
+        X = X.unsqueeze(1)
+    if X.dim() != 2:
+        raise InputError(f"X must have 1 or 2 dimensions (samples, features), got shape {tuple(X.shape)}")
+    if y.dim() not in (1, 2):
+        raise InputError(f"y must have 1 or 2 dimensions (samples[, outputs]), got shape {tuple(y.shape)}")
+    if X.shape[0] != y.shape[0]:
+        raise InputError(f"X and y must have the same number of samples: X has {X.shape[0]}, y has {y.shape[0]}")
+    if X.shape[0] == 0:
+        raise InputError("X and y are empty: a fit needs at least one sample")
+    if X.shape[1] == 0:
+        raise InputError("X has no features: a fit needs at least one column")
+    if y.dim() == 2 and y.shape[1] == 0:
+        raise InputError("y has no outputs: a fit needs at least one target column")
+    _check_finite(X, "X")
+    _check_finite(y, "y")
+    return X, y
+
+
+def check_features(X: Tensor, expected: Optional[int], what: str = "the model") -> None:
+    """Refuse X whose feature count differs from what the model takes."""
+    if expected is not None and X.shape[1] != expected:
+        raise InputError(f"X has {X.shape[1]} features, but {what} takes {expected}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_non_negative(name: str, value: Any) -> None:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_optimizer_settings(settings: dict) -> None:
+    """Hyperparameter checks common to every optimizer, plus SGD's own rules."""
+    if "lr" in settings:
+        lr = settings["lr"]
+        if isinstance(lr, Tensor):
+            lr = float(lr)
+        check_positive("lr", lr)
+    for key in ("momentum", "weight_decay", "dampening", "alpha", "lr_decay", "eps"):
+        if key in settings and settings[key] is not None:
+            check_non_negative(key, settings[key])
+    if "betas" in settings:
+        betas = tuple(settings["betas"])
+        if len(betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {settings['betas']!r}")
+    if settings.get("nesterov"):
+        if not settings.get("momentum"):
+            raise InputError("nesterov=True needs momentum > 0, got momentum="
+                             f"{settings.get('momentum', 0)!r}")
+        if settings.get("dampening", 0):
+            raise InputError(f"nesterov=True needs dampening=0, got dampening={settings['dampening']!r}")
