@@ -41,6 +41,10 @@ def _orders(generator: torch.Generator, n: int, epochs: int, shuffle: bool, mini
 def _lrs_for(state: FitState, count: int, scheduler: Any) -> List[float]:
     """The learning rate of each of the next ``count`` epochs, stepping an epoch-only scheduler."""
     group = state.optimizer.param_groups[0]
+    if scheduler is not None:
+        # the fused call performs this optimizer's steps; tell torch's scheduler so it
+        # does not warn that it is stepped before the optimizer
+        state.optimizer._opt_called = True
     lrs = []
     for _ in range(count):
         lrs.append(float(group["lr"]))

@@ -1,0 +1,241 @@
+"""pyfit.fit: paths, determinism, callbacks, and refusing bad input without touching state."""
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import pyfit
+
+
+def line_data(n=50, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, generator=g, dtype=dtype)
+    return x, 3 * x + 0.8
+
+
+def test_seed000_line_is_recovered_on_the_fused_path():
+    x, y = line_data()
+    result = pyfit.fit("linear", x, y, lr=0.1, epochs=3000, seed=0)
+    assert result.backend.endswith(":fused-linear")
+    assert result.stop_reason == "completed" and result.epochs == 3000
+    assert result.model.weight.item() == pytest.approx(3.0, abs=1e-3)
+    assert result.model.bias.item() == pytest.approx(0.8, abs=1e-3)
+    assert len(result.history["loss"]) == len(result.history["lr"]) == 3000
+    assert result.history["loss"][-1] < result.history["loss"][0]
+
+
+def test_same_inputs_and_seed_give_the_same_result():
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(200, 3, generator=g), torch.randn(200, generator=g)
+    kw = dict(lr=0.05, epochs=7, batch_size=16, shuffle=True, seed=42, momentum=0.9)
+    a, b = pyfit.fit("linear", X, y, **kw), pyfit.fit("linear", X, y, **kw)
+    assert torch.equal(a.model.weight, b.model.weight) and torch.equal(a.model.bias, b.model.bias)
+    assert a.history == b.history
+    c = pyfit.fit("linear", X, y, **{**kw, "seed": 43})
+    assert not torch.equal(a.model.weight, c.model.weight)
+
+
+@pytest.mark.parametrize("batch_size, shuffle", [(None, False), (7, False), (16, True), (1, False)])
+def test_fused_path_agrees_with_autograd(batch_size, shuffle):
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(64, 3, generator=g, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.3
+    model = pyfit.Linear(3, dtype=torch.float64)
+    twin = pyfit.Linear(3, dtype=torch.float64)
+    twin.load_state_dict(model.state_dict())
+    kw = dict(epochs=12, batch_size=batch_size, shuffle=shuffle, seed=5, scheduler="exponential",
+              scheduler_kwargs={"gamma": 0.9})
+    fused = pyfit.fit(model, X, y, lr=0.05, momentum=0.9, weight_decay=1e-3, **kw)
+    # torch's own SGD is not fusable: the same fit through autograd
+    plain = pyfit.fit(twin, X, y, optimizer=torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9,
+                                                            weight_decay=1e-3), **kw)
+    assert fused.backend.endswith("fused-linear") and plain.backend.endswith("autograd")
+    torch.testing.assert_close(model.weight, twin.weight)
+    torch.testing.assert_close(model.bias, twin.bias)
+    np.testing.assert_allclose(fused.history["loss"], plain.history["loss"], rtol=1e-9)
+    assert fused.history["lr"] == plain.history["lr"]
+
+
+def test_polynomial_runs_fused_and_matches_autograd():
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    y = 2 * x
+    a = pyfit.Polynomial(degree=2, dtype=torch.float64)
+    b = pyfit.Polynomial(degree=2, dtype=torch.float64)
+    b.load_state_dict(a.state_dict())
+    ra = pyfit.fit(a, x, y, lr=0.01, epochs=50, batch_size=1)
+    rb = pyfit.fit(b, x, y, epochs=50, batch_size=1, optimizer=torch.optim.SGD(b.parameters(), lr=0.01))
+    assert ra.backend.endswith("fused-linear") and rb.backend.endswith("autograd")
+    torch.testing.assert_close(a.weight, b.weight)
+
+
+def test_two_dimensional_targets_fit_several_outputs():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(100, 2, generator=g)
+    W = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    y = X @ W.t() + torch.tensor([0.5, -0.5])
+    result = pyfit.fit("linear", X, y, lr=0.1, epochs=500, seed=0)
+    assert result.model.weight.shape == (2, 2)
+    torch.testing.assert_close(result.model.weight.detach(), W, atol=1e-3, rtol=0)
+    assert pyfit.predict(result.model, X).shape == (100, 2)
+
+
+def test_a_model_factory_receives_in_and_out_features():
+    seen = {}
+
+    def factory(in_features, out_features=1):
+        seen.update(in_features=in_features, out_features=out_features)
+        return torch.nn.Linear(in_features, out_features)
+
+    pyfit.fit(factory, torch.randn(10, 4), torch.randn(10, 2), epochs=2)
+    assert seen == {"in_features": 4, "out_features": 2}
+
+
+def test_numpy_and_lists_are_accepted():
+    result = pyfit.fit("linear", np.linspace(0, 1, 20), [2 * v for v in np.linspace(0, 1, 20)], lr=0.5, epochs=500)
+    assert result.model.weight.item() == pytest.approx(2.0, abs=1e-2)
+
+
+def test_orthogonal_loss_sees_the_model_and_approaches_total_least_squares():
+    g = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 1, 200, dtype=torch.float64)
+    xs = x + 0.05 * torch.randn(200, generator=g, dtype=torch.float64)
+    ys = 2.5 * x + 1 + 0.05 * torch.randn(200, generator=g, dtype=torch.float64)
+    result = pyfit.fit("linear", xs, ys, loss="orthogonal", lr=0.2, epochs=4000, seed=0)
+    assert result.backend.endswith("autograd")
+    points = torch.stack([xs, ys], 1)
+    centred = points - points.mean(0)
+    direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    slope = float(direction[1] / direction[0])
+    assert result.model.weight.item() == pytest.approx(slope, rel=1e-3)
+
+
+def test_non_finite_loss_stops_and_keeps_finite_parameters_on_both_paths():
+    x, y = line_data()
+    for optimizer in ("sgd", "adam"):
+        kw = {"momentum": 0.0} if optimizer == "sgd" else {}
+        result = pyfit.fit("linear", x, y * 1e20, lr=1e10, epochs=200, optimizer=optimizer, seed=0, **kw)
+        assert result.stop_reason == "non_finite", (optimizer, result)
+        assert "loss became" in result.stop_detail
+        assert all(math.isfinite(v) for v in result.history["loss"])
+        for p in result.model.parameters():
+            assert torch.isfinite(p).all(), optimizer
+
+
+def test_early_stopping_stops_with_its_reason():
+    x, y = line_data()
+    result = pyfit.fit("linear", x, y, lr=0.1, epochs=100000, callbacks=[pyfit.EarlyStopping(5, 1e-9)])
+    assert result.stop_reason == "early_stopping"
+    assert result.epochs < 100000 and len(result.history["loss"]) == result.epochs
+
+
+def test_best_parameters_keeps_the_lowest_loss_and_its_parameters():
+    x, y = line_data()
+    best = pyfit.BestParameters()
+    result = pyfit.fit("linear", x, y, lr=0.1, epochs=200, seed=0, callbacks=[best])
+    assert best.best_loss == min(result.history["loss"])
+    probe = pyfit.Linear(1)
+    probe.load_state_dict(best.best_state)
+    with torch.no_grad():
+        loss = torch.mean((probe(x.unsqueeze(1)).squeeze(1) - y) ** 2)
+    assert loss.item() == pytest.approx(best.best_loss, rel=1e-4)
+
+
+def test_scheduler_learning_rates_land_in_the_history():
+    x, y = line_data()
+    result = pyfit.fit("linear", x, y, lr=0.1, epochs=5, scheduler="step", scheduler_kwargs={"step_size": 2,
+                                                                                             "gamma": 0.5})
+    assert result.history["lr"] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_plateau_scheduler_gets_the_epoch_loss():
+    x, y = line_data()
+    result = pyfit.fit("linear", x, y * 0 + 1.0, lr=1e-6, epochs=6, scheduler="reducelronplateau",
+                       scheduler_kwargs={"patience": 1, "factor": 0.5})
+    assert result.history["lr"][0] == 1e-6 and result.history["lr"][-1] < 1e-6
+
+
+def test_callback_hooks_run_in_order():
+    calls = []
+
+    class Recorder(pyfit.Callback):
+        def on_fit_start(self, state):
+            calls.append("start")
+
+        def on_epoch_end(self, state):
+            calls.append(state.epoch)
+
+        def on_fit_end(self, state):
+            calls.append("end")
+
+    x, y = line_data()
+    pyfit.fit("linear", x, y, epochs=3, callbacks=[Recorder()])
+    assert calls == ["start", 1, 2, 3, "end"]
+
+
+def test_first_ctrl_c_finishes_the_step_and_returns_interrupted():
+    class Interrupter(pyfit.Callback):
+        def on_epoch_end(self, state):
+            if state.epoch == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    x, y = line_data()
+    result = pyfit.fit("linear", x, y, epochs=1000, callbacks=[Interrupter()])
+    assert result.stop_reason == "interrupted" and result.epochs == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_progress_bar_can_be_forced(capsys):
+    x, y = line_data()
+    pyfit.fit("linear", x, y, epochs=200, progress=True)
+    assert "epoch" in capsys.readouterr().err
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+BAD_INPUTS = [
+    (dict(X=torch.randn(10, 2), y=torch.randn(9)), "X and y must have the same number of samples: X has 10, y has 9"),
+    (dict(X=torch.zeros(0, 2), y=torch.zeros(0)), "empty"),
+    (dict(X=torch.tensor([[1.0, 2.0], [float("nan"), 0.0]]), y=torch.ones(2)), "X contains nan at row 1, column 0"),
+    (dict(X=torch.ones(2, 2), y=torch.tensor([1.0, float("inf")])), "y contains inf at row 1"),
+    (dict(X=torch.ones(4, 3), y=torch.ones(4)), "X has 3 features, but the model takes 2"),
+    (dict(X=torch.ones(4, 2), y=torch.ones(4), lr=0.0), "lr must be a finite number > 0, got 0.0"),
+    (dict(X=torch.ones(4, 2), y=torch.ones(4), lr=-1e-3), "lr must be"),
+    (dict(X=torch.ones(4, 2), y=torch.ones(4), momentum=-0.5), "momentum must be a finite number >= 0"),
+    (dict(X=torch.ones(4, 2), y=torch.ones(4), nesterov=True), "nesterov=True needs momentum > 0"),
+    (dict(X=torch.ones(4, 2), y=torch.ones(4), epochs=0), "epochs must be an integer >= 1, got 0"),
+    (dict(X=torch.ones(4, 2), y=torch.ones(4), batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(X=torch.ones(4, 2), y=torch.ones(4, 3)), "y has 3 output column"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_refused_before_any_state_changes(kwargs, message):
+    model = pyfit.Linear(2)
+    optimizer = None
+    before = snapshot(model)
+    with pytest.raises(ValueError) as info:
+        pyfit.fit(model, **kwargs)
+    assert message in str(info.value)
+    after = snapshot(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert optimizer is None
+
+
+@pytest.mark.parametrize("X", [["a", "b"], [object(), object()], [[1.0], [1.0, 2.0]]])
+def test_non_numeric_data_is_a_type_or_value_error(X):
+    with pytest.raises((TypeError, ValueError)):
+        pyfit.fit("linear", X, [1.0, 2.0])
+
+
+def test_huge_finite_values_are_not_mistaken_for_non_finite():
+    X = torch.full((4, 1), 3e38)
+    X[0] = 0.0
+    with pytest.raises(pyfit.InputError, match="the model takes 2"):
+        # passes the finiteness check (the sum overflows, the values do not) and fails later, on shape
+        pyfit.fit(pyfit.Linear(2), X, torch.ones(4))

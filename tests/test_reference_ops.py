@@ -1,0 +1,160 @@
+"""The reference ops against plain torch: the oracle itself must be right."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyfit.ops import _reference as ref
+
+dtypes = st.sampled_from([torch.float32, torch.float64])
+
+
+def tol(dtype):
+    return {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+
+
+@given(n=st.integers(1, 300), dtype=dtypes, reduction=st.sampled_from(["mean", "sum"]), seed=st.integers(0, 2**31))
+def test_mse_matches_torch_in_value_and_gradient(n, dtype, reduction, seed):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(n, generator=g, dtype=dtype, requires_grad=True)
+    target = torch.randn(n, generator=g, dtype=dtype, requires_grad=True)
+    code = 0 if reduction == "mean" else 1
+    loss = ref.mse_loss(pred, target, code)
+    loss.backward()
+    p2, t2 = pred.detach().clone().requires_grad_(), target.detach().clone().requires_grad_()
+    expected = F.mse_loss(p2, t2, reduction=reduction)
+    expected.backward()
+    torch.testing.assert_close(loss, expected, **tol(dtype))
+    torch.testing.assert_close(pred.grad, p2.grad, **tol(dtype))
+    torch.testing.assert_close(target.grad, t2.grad, **tol(dtype))
+
+
+def test_mse_of_empty_mean_is_nan_like_torch():
+    empty = torch.zeros(0)
+    assert torch.isnan(ref.mse_loss(empty, empty, 0))
+    assert torch.isnan(F.mse_loss(empty, empty))
+
+
+def test_mse_gradcheck_float64():
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, t: ref.mse_loss(p, t, 0), (pred, target))
+    assert torch.autograd.gradcheck(lambda p, t: ref.mse_loss(p, t, 1), (pred, target))
+
+
+settings_strategy = st.fixed_dictionaries({
+    "lr": st.floats(1e-4, 0.5),
+    "momentum": st.sampled_from([0.0, 0.5, 0.9]),
+    "dampening": st.sampled_from([0.0, 0.3]),
+    "nesterov": st.booleans(),
+    "weight_decay": st.sampled_from([0.0, 1e-2]),
+    "maximize": st.booleans(),
+})
+
+
+@given(kw=settings_strategy, seed=st.integers(0, 2**31), dtype=dtypes)
+def test_sgd_update_matches_torch_optim_sgd_over_steps(kw, seed, dtype):
+    if kw["nesterov"] and (kw["momentum"] == 0 or kw["dampening"] != 0):
+        kw["nesterov"] = False
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3,), (2, 5), (1,), (17,)]
+    params = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+    mine = [p.clone() for p in params]
+    theirs = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = torch.optim.SGD(theirs, **kw)
+    buffers = [None] * len(mine)
+    for step in range(6):
+        grads = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+        if step == 2:
+            grads[1] = None  # a param without a gradient is skipped
+        for p, gr in zip(theirs, grads):
+            p.grad = gr
+        opt.step()
+        live = [i for i, gr in enumerate(grads) if gr is not None]
+        bufs, first = [], []
+        for i in live:
+            if kw["momentum"] != 0:
+                first.append(buffers[i] is None)
+                if buffers[i] is None:
+                    buffers[i] = torch.empty_like(mine[i])
+                bufs.append(buffers[i])
+            else:
+                first.append(False)
+        ref.sgd_update_([mine[i] for i in live], [grads[i] for i in live], bufs, first, kw["lr"], kw["momentum"],
+                        kw["dampening"], kw["nesterov"], kw["weight_decay"], kw["maximize"], False)
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b.detach(), **tol(dtype))
+    if kw["momentum"] != 0:
+        for i, p in enumerate(theirs):
+            torch.testing.assert_close(buffers[i], opt.state[p]["momentum_buffer"], **tol(dtype))
+
+
+def test_sgd_update_can_zero_the_gradients():
+    p, g = torch.ones(4), torch.full((4,), 2.0)
+    ref.sgd_update_([p], [g], [], [False], 0.5, 0.0, 0.0, False, 0.0, False, True)
+    assert torch.equal(p, torch.zeros(4)) and torch.equal(g, torch.zeros(4))
+
+
+def _autograd_linear_step(X, y, w, b, lr, reduction):
+    w = w.clone().requires_grad_()
+    b = b.clone().requires_grad_() if b is not None else None
+    pred = X @ w.t() + (b if b is not None else 0)
+    loss = F.mse_loss(pred, y, reduction=reduction)
+    loss.backward()
+    with torch.no_grad():
+        w -= lr * w.grad
+        if b is not None:
+            b -= lr * b.grad
+    return loss.detach(), w.detach(), None if b is None else b.detach()
+
+
+@given(n=st.integers(1, 64), d=st.integers(1, 9), k=st.integers(1, 3), bias=st.booleans(),
+       reduction=st.sampled_from(["mean", "sum"]), seed=st.integers(0, 2**31))
+def test_linear_step_matches_autograd(n, d, k, bias, reduction, seed):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(n, k, generator=g, dtype=torch.float64)
+    w = torch.randn(k, d, generator=g, dtype=torch.float64)
+    b = torch.randn(k, generator=g, dtype=torch.float64) if bias else None
+    expected = _autograd_linear_step(X, y, w, b, 0.01, reduction)
+    loss = ref.linear_step_(X, y, w, b, None, None, 0.01, 0.0, 0.0, False, 0.0, False, True,
+                            0 if reduction == "mean" else 1)
+    torch.testing.assert_close(loss, expected[0])
+    torch.testing.assert_close(w, expected[1])
+    if bias:
+        torch.testing.assert_close(b, expected[2])
+
+
+def test_linear_fit_minibatch_epoch_loss_is_the_sample_weighted_mean():
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(10, 2, generator=g, dtype=torch.float64), torch.randn(10, 1, generator=g, dtype=torch.float64)
+    w, b = torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    w2, b2 = w.clone(), b.clone()
+    losses = ref.linear_fit_(X, y, w, b, None, None, torch.tensor([0.1], dtype=torch.float64), None, 4,
+                             0.0, 0.0, False, 0.0, False, True, 0)
+    # by hand: batches of 4, 4 and 2 rows, each loss weighted by its share of the rows
+    parts = []
+    for start, stop in ((0, 4), (4, 8), (8, 10)):
+        loss = ref.linear_step_(X[start:stop], y[start:stop], w2, b2, None, None, 0.1, 0.0, 0.0, False, 0.0,
+                                False, True, 0)
+        parts.append(loss * (stop - start) / 10)
+    torch.testing.assert_close(losses[0], sum(parts))
+    assert torch.equal(w, w2) and torch.equal(b, b2)
+
+
+def test_linear_fit_stops_on_non_finite_and_keeps_finite_parameters():
+    X = torch.linspace(0, 1, 20, dtype=torch.float64).unsqueeze(1)
+    y = 3 * X + 0.8
+    w, b = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    losses = ref.linear_fit_(X, y, w, b, None, None, torch.full((2000,), 1e3, dtype=torch.float64), None, 0,
+                             0.0, 0.0, False, 0.0, False, True, 0)
+    bad = (~torch.isfinite(losses)).nonzero()
+    assert bad.numel() > 0, "a learning rate of 1000 must diverge"
+    first = int(bad[0])
+    assert torch.isfinite(losses[:first]).all() and torch.isnan(losses[first + 1:]).all()
+    assert torch.isfinite(w).all() and torch.isfinite(b).all()
