@@ -116,18 +116,27 @@ class Registry:
 
     # -- plugins ---------------------------------------------------------------
     def _load_plugins(self) -> None:
+        """Discover the group's entry points once; all of them or, in strict mode, none.
+
+        Plugins are staged and added together, so a PluginError in strict mode
+        leaves the registry as it was and the next lookup raises again.
+        """
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True
         try:
             points = metadata.entry_points(group=self.group)
         except TypeError:  # Python < 3.10
             points = metadata.entry_points().get(self.group, [])
+        staged: Dict[str, Entry] = {}
+        failed: List[FailedPlugin] = []
         # a stable order makes the clash rule deterministic
         for point in sorted(points, key=lambda p: (_dist_name(p).lower(), p.name)):
-            self._load_plugin(point)
+            self._load_plugin(point, staged, failed)
+        self._entries.update(staged)
+        self.failed_plugins = failed
+        self._plugins_loaded = True
 
-    def _load_plugin(self, point: Any) -> None:
+    def _load_plugin(self, point: Any, staged: Dict[str, Entry], failed: List[FailedPlugin]) -> None:
         dist = _dist_label(point)
         try:
             obj = point.load()
@@ -135,26 +144,25 @@ class Registry:
         except Exception as error:  # a broken plugin must not break pyfit
             why = f"{type(error).__name__}: {error}"
         if why:
-            self._fail(point, dist, why)
+            failed.append(FailedPlugin(self.group or "", point.name, point.value, dist, why))
+            message = f"pyfit: skipped the {self.kind} plugin {point.name!r} ({point.value}) from {dist}: {why}"
+            if _strict_plugins():
+                raise PluginError(message + " (PYFIT_STRICT_PLUGINS is set)")
+            warnings.warn(message, RuntimeWarning, stacklevel=5)
             return
         key = point.name.strip().lower()
-        taken = self._entries.get(key)
+        taken = self._entries.get(key) or staged.get(key)
         if taken is not None:
             warnings.warn(
                 f"pyfit: the {self.kind} plugin {key!r} from {dist} ({point.value}) clashes with the {self.kind} "
                 f"from {taken.source}; keeping the one from {taken.source}",
-                RuntimeWarning, stacklevel=4)
+                RuntimeWarning, stacklevel=5)
             return
-        self._entries[key] = Entry(key, obj, _describe(obj), f"plugin {dist}",
-                                   frozenset(getattr(obj, "flags", ())))
+        staged[key] = Entry(key, obj, _describe(obj), f"plugin {dist}", frozenset(getattr(obj, "flags", ())))
 
-    def _fail(self, point: Any, dist: str, reason: str) -> None:
-        failed = FailedPlugin(self.group or "", point.name, point.value, dist, reason)
-        self.failed_plugins.append(failed)
-        message = (f"pyfit: skipped the {self.kind} plugin {point.name!r} ({point.value}) from {dist}: {reason}")
-        if _strict_plugins():
-            raise PluginError(message + " (PYFIT_STRICT_PLUGINS is set)")
-        warnings.warn(message, RuntimeWarning, stacklevel=5)
+    def has_own(self, name: str) -> bool:
+        """Whether ``name`` is registered in code (built-in or by the user), without discovering plugins."""
+        return self._key(name) in self._entries and not self._entries[self._key(name)].source.startswith("plugin")
 
     # -- looking up ------------------------------------------------------------
     def _key(self, name: str) -> str:

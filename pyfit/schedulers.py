@@ -58,7 +58,7 @@ def _register_torch_schedulers() -> None:
             continue
         if name in ("_LRScheduler", "SequentialLR", "ChainedScheduler"):  # these take schedulers, not settings
             continue
-        if name.lower() in SCHEDULERS:
+        if SCHEDULERS.has_own(name):  # never `in`: that would discover plugins at import
             continue
         flags = () if cls is lr_scheduler.ReduceLROnPlateau else (EPOCH_ONLY,)
         doc = (inspect.getdoc(cls) or name).strip().splitlines()[0]
