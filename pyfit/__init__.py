@@ -14,6 +14,13 @@ from .callbacks import Callback
 from .callbacks import EarlyStopping
 from .callbacks import FitState
 from .callbacks import LRScheduling
+from .checkpoint import Checkpoint
+from .checkpoint import load_checkpoint
+from .checkpoint import save_checkpoint
+from .data import Dataset
+from .data import load_data
+from .errors import CheckpointError
+from .errors import DataError
 from .errors import InputError
 from .errors import PluginError
 from .errors import UnknownNameError
@@ -37,9 +44,24 @@ from .registry import Registry
 from .result import FitResult
 from .schedulers import build_scheduler
 
+
+def __getattr__(name: str):
+    # Regressor needs scikit-learn, an optional extra: import it on first use only,
+    # so that `import pyfit` never imports sklearn
+    if name == "Regressor":
+        from .estimator import Regressor
+
+        return Regressor
+    raise AttributeError(f"module 'pyfit' has no attribute {name!r}")
+
+
 __all__ = [
     "BestParameters",
     "Callback",
+    "Checkpoint",
+    "CheckpointError",
+    "DataError",
+    "Dataset",
     "EarlyStopping",
     "FitResult",
     "FitState",
@@ -54,6 +76,7 @@ __all__ = [
     "PluginError",
     "Polynomial",
     "Registry",
+    "Regressor",
     "SCHEDULERS",
     "SGD",
     "UnknownNameError",
@@ -63,8 +86,11 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "fit",
+    "load_checkpoint",
+    "load_data",
     "ops",
     "plot_fit",
     "plot_loss",
     "predict",
+    "save_checkpoint",
 ]

@@ -38,19 +38,19 @@ def _orders(generator: torch.Generator, n: int, epochs: int, shuffle: bool, mini
     return torch.stack([torch.randperm(n, generator=generator) for _ in range(epochs)])
 
 
-def _lrs_for(state: FitState, count: int, scheduler: Any) -> List[float]:
-    """The learning rate of each of the next ``count`` epochs, stepping an epoch-only scheduler."""
+def _lrs_for(state: FitState, count: int, scheduler: Any) -> torch.Tensor:
+    """The (count,) float64 learning rates of the next epochs, stepping an epoch-only scheduler."""
     group = state.optimizer.param_groups[0]
-    if scheduler is not None:
-        # the fused call performs this optimizer's steps; tell torch's scheduler so it
-        # does not warn that it is stepped before the optimizer
-        state.optimizer._opt_called = True
+    if scheduler is None:
+        return torch.full((count,), float(group["lr"]), dtype=torch.float64)
+    # the fused call performs this optimizer's steps; tell torch's scheduler so it
+    # does not warn that it is stepped before the optimizer
+    state.optimizer._opt_called = True
     lrs = []
     for _ in range(count):
         lrs.append(float(group["lr"]))
-        if scheduler is not None:
-            scheduler.step()
-    return lrs
+        scheduler.step()
+    return torch.tensor(lrs, dtype=torch.float64)
 
 
 class Runner:
@@ -98,19 +98,19 @@ class FusedLinear(Runner):
         losses = ops.linear_fit_(
             self.features, self.targets, self.weight.detach(),
             None if self.bias is None else self.bias.detach(), weight_buf, bias_buf,
-            lrs=torch.tensor(lrs, dtype=torch.float64), order=order, batch_size=self.batch_size,
+            lrs=lrs, order=order, batch_size=self.batch_size,
             momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
             weight_decay=group["weight_decay"], maximize=group["maximize"], first_step=first,
             reduction=self.reduction,
-        ).tolist()
-        for lr, loss in zip(lrs, losses):
-            if not math.isfinite(loss):
-                state.stop(NON_FINITE, f"the loss became {loss} in epoch {state.epoch + 1}; the model keeps "
-                                       "the parameters of its last finite step")
-                return
-            state.history["loss"].append(loss)
-            state.history["lr"].append(lr)
-            state.epoch += 1
+        )
+        bad = (~torch.isfinite(losses)).nonzero()
+        done = int(bad[0]) if bad.numel() else count
+        state.history["loss"].extend(losses[:done].tolist())
+        state.history["lr"].extend(lrs[:done].tolist())
+        state.epoch += done
+        if done < count:
+            state.stop(NON_FINITE, f"the loss became {float(losses[done])} in epoch {state.epoch + 1}; the model "
+                                   "keeps the parameters of its last finite step")
 
 
 def _match_prediction(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -245,8 +245,14 @@ def _progress_bar(progress: Optional[bool], epochs: int):
     return tqdm(total=epochs, unit="epoch", delay=0 if progress else 1.0, leave=False, dynamic_ncols=True)
 
 
-def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optional[bool]) -> None:
-    """Drive ``runner`` to the end of the fit, running callbacks and honouring stop requests."""
+def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optional[bool], *,
+        checkpoint_every: Optional[int] = None, save: Optional[Callable[[FitState], None]] = None) -> None:
+    """Drive ``runner`` to the end of the fit, running callbacks and honouring stop requests.
+
+    With ``save`` and ``checkpoint_every``, ``save(state)`` runs after every epoch
+    that is a multiple of ``checkpoint_every`` (chunks end there), except the last:
+    the caller saves the finished fit itself.
+    """
     for callback in callbacks:
         callback.on_fit_start(state)
     per_epoch = any(getattr(callback, "per_epoch", True) for callback in callbacks)
@@ -256,11 +262,15 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
         chunk = 1
     elif bar is not None:
         chunk = min(chunk, max(1, state.epochs // 100))
+    every = checkpoint_every if save is not None else None
     try:
         with _interrupt_flag() as interrupted:
             while state.epoch < state.epochs and state.stop_reason is None:
                 before = state.epoch
-                runner.run_epochs(state, min(chunk, state.epochs - state.epoch), interrupted)
+                count = min(chunk, state.epochs - state.epoch)
+                if every:  # end the chunk on the next multiple of checkpoint_every
+                    count = min(count, every - state.epoch % every)
+                runner.run_epochs(state, count, interrupted)
                 if bar is not None:
                     bar.update(state.epoch - before)
                     if state.history["loss"]:
@@ -270,6 +280,9 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
                         callback.on_epoch_end(state)
                 if interrupted():
                     state.stop(INTERRUPTED, f"interrupted after epoch {state.epoch}")
+                finishing = state.stop_reason is not None or state.epoch >= state.epochs
+                if every and state.epoch > before and state.epoch % every == 0 and not finishing:
+                    save(state)
     finally:
         if bar is not None:
             bar.close()

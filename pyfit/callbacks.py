@@ -32,6 +32,8 @@ class FitState:
     scheduler: Any = None
     stop_reason: Optional[str] = None
     stop_detail: str = ""
+    # draws the minibatch orders; kept here so a checkpoint can save and restore its state
+    generator: Optional[torch.Generator] = None
 
     @property
     def loss(self) -> float:

@@ -16,3 +16,11 @@ class UnknownNameError(KeyError):
 
 class PluginError(RuntimeError):
     """A plugin failed to load while PYFIT_STRICT_PLUGINS=1 asks for failures to be errors."""
+
+
+class DataError(InputError):
+    """A data file pyfit cannot use; the message names the file, and the row and column where it can."""
+
+
+class CheckpointError(InputError):
+    """A file that is not a readable pyfit checkpoint (truncated, foreign, or from an unknown format)."""

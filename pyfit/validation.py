@@ -133,3 +133,34 @@ def check_optimizer_settings(settings: dict) -> None:
                              f"{settings.get('momentum', 0)!r}")
         if settings.get("dampening", 0):
             raise InputError(f"nesterov=True needs dampening=0, got dampening={settings['dampening']!r}")
+
+
+def check_checkpoint_settings(checkpoint: Any, every: Any, resume_from: Any) -> None:
+    """fit's checkpoint arguments: a path in an existing directory, and a period only with a path."""
+    import os
+
+    check_positive_int("checkpoint_every", every, allow_none=True)
+    if every is not None and checkpoint is None:
+        raise InputError(f"checkpoint_every={every} needs checkpoint=PATH to say where to save")
+    for name, path in (("checkpoint", checkpoint), ("resume_from", resume_from)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise InputError(f"{name} must be a file path, got {type(path).__name__} {path!r}")
+    if checkpoint is not None:
+        directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if not os.path.isdir(directory):
+            raise InputError(f"checkpoint={os.fspath(checkpoint)!r}: the directory {directory!r} does not exist")
+
+
+def check_resume_settings(path: Any, saved: dict, current: dict, saved_epoch: int, epochs: int) -> None:
+    """Refuse to resume a fit with settings that would change its course, naming each difference."""
+    import os
+
+    where = os.fspath(path)
+    if saved_epoch > epochs:
+        raise InputError(f"{where!r} already holds {saved_epoch} epochs, more than epochs={epochs}; "
+                         "epochs is the total to reach")
+    different = [f"{key}: saved {saved.get(key)!r}, now {value!r}" for key, value in current.items()
+                 if saved.get(key) != value]
+    if different:
+        raise InputError(f"cannot resume {where!r} exactly with different settings ({'; '.join(different)}); "
+                         "pass the settings it was fit with")

@@ -63,6 +63,16 @@ def _jit_build() -> Optional[str]:
     return None
 
 
+def _is_one(grad_loss: Tensor) -> bool:
+    """Whether the incoming gradient is the scalar 1, checked only where that costs no sync."""
+    # a traced or fake tensor (torch.compile, opcheck) has no value to look at
+    if type(grad_loss) is not torch.Tensor or torch.compiler.is_compiling():
+        return False
+    if grad_loss.device.type != "cpu" or grad_loss.numel() != 1:
+        return False
+    return bool(grad_loss.item() == 1.0)
+
+
 def _register_python_parts() -> None:
     """Fake kernels for every op and autograd for mse_loss_fwd, once per process."""
     global _registered
@@ -92,12 +102,24 @@ def _register_python_parts() -> None:
 
     def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(output[1])
+        # nothing flows back through the gradient output; without this autograd would
+        # fill a tensor of zeros the size of pred for it on every backward
+        ctx.set_materialize_grads(False)
 
     def backward(ctx, grad_loss: Tensor, _grad_of_grad: Optional[Tensor]):
         # d loss / d pred was computed by the forward; d loss / d target is its negation.
         (grad,) = ctx.saved_tensors
-        grad_pred = grad * grad_loss
-        return grad_pred, -grad_pred, None
+        needs_pred, needs_target = ctx.needs_input_grad[:2]
+        if grad_loss is None or not (needs_pred or needs_target):
+            return None, None, None
+        if _is_one(grad_loss):
+            # loss.backward() seeds with 1: hand back the forward's gradient itself, so the
+            # backward costs no pass over the data (autograd takes it as .grad uncopied)
+            grad_pred = grad
+        else:
+            grad_pred = grad * grad_loss
+        # the negation is a full pass over pred's size: only when target needs it
+        return (grad_pred if needs_pred else None), (-grad_pred if needs_target else None), None
 
     torch.library.register_autograd("pyfit::mse_loss_fwd", backward, setup_context=setup_context)
     _registered = True

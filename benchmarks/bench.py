@@ -1,0 +1,234 @@
+"""pyfit against what users would otherwise run, side by side in one process.
+
+Prints a table of median times and ratios and writes benchmarks/RESULTS.md with
+the machine's description. A script, not a test: timings on a shared machine are
+noisy, so compare the ratios of one run and rerun before drawing conclusions.
+
+    python benchmarks/bench.py            # every workload
+    python benchmarks/bench.py --quick    # fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+import pyfit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def interleaved(functions: Dict[str, Callable[[], object]], repeats: int, sync=lambda: None) -> Dict[str, float]:
+    """Median time of each function, measured in alternation so drift hits them alike."""
+    for function in functions.values():
+        function()
+    sync()
+    samples: Dict[str, List[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            sync()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+# -- seed 000: 50 points, 3000 full-batch steps ------------------------------------------
+def seed000(repeats: int) -> Dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(50, generator=g)
+    y = 3 * x + 0.8
+
+    def seed_loop():  # the seed document's own loop
+        w = torch.rand(1, requires_grad=True)
+        b = torch.rand(1, requires_grad=True)
+        for _ in range(3000):
+            y_predict = x * w + b
+            loss = (y_predict - y).pow(2).mean()
+            for p in (w, b):
+                if p.grad is not None:
+                    p.grad.data.zero_()
+            loss.backward()
+            w.data -= 0.01 * w.grad.data
+            b.data -= 0.01 * b.grad.data
+
+    def torch_idiomatic():
+        model = torch.nn.Linear(1, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        X, Y = x.unsqueeze(1), y.unsqueeze(1)
+        for _ in range(3000):
+            opt.zero_grad()
+            F.mse_loss(model(X), Y).backward()
+            opt.step()
+
+    def pyfit_fit():
+        pyfit.fit("linear", x, y, lr=0.01, epochs=3000, seed=0)
+
+    functions = {"seed loop": seed_loop, "torch nn.Linear+optim.SGD": torch_idiomatic, "pyfit.fit": pyfit_fit}
+    try:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import SGDRegressor
+
+        Xn, yn = x.unsqueeze(1).double().numpy(), y.double().numpy()
+
+        def sklearn_sgd():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                SGDRegressor(max_iter=3000, tol=None, learning_rate="constant", eta0=0.01, penalty=None,
+                             shuffle=False, random_state=0).fit(Xn, yn)
+
+        functions["sklearn SGDRegressor"] = sklearn_sgd
+    except ImportError:
+        pass
+    return interleaved(functions, repeats)
+
+
+# -- large full-batch linear fit -----------------------------------------------------------
+def big_linear(repeats: int, device: str, n: int = 4_194_304, d: int = 16, epochs: int = 10) -> Dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g).to(device)
+    y = (X @ torch.randn(d, generator=g).to(device) + 0.5).contiguous()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def reads():
+        for _ in range(epochs):
+            X.sum()
+
+    def torch_loop():
+        model = torch.nn.Linear(d, 1, device=device)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, fused=True)
+        Y = y.unsqueeze(1)
+        for _ in range(epochs):
+            opt.zero_grad()
+            F.mse_loss(model(X), Y).backward()
+            opt.step()
+
+    def pyfit_fit():
+        pyfit.fit(pyfit.Linear(d, device=device), X, y, lr=0.01, epochs=epochs)
+
+    return interleaved({f"{epochs} reads of X (X.sum())": reads, "torch nn.Linear+mse+SGD(fused)": torch_loop,
+                        "pyfit.fit": pyfit_fit}, repeats, sync)
+
+
+# -- SGD step over many tensors --------------------------------------------------------------
+def sgd_step(repeats: int, device: str, total: int = 10_000_000, tensors: int = 100) -> Dict[str, float]:
+    size = total // tensors
+    g = torch.Generator().manual_seed(0)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def make(cls, **extra):
+        params = [torch.nn.Parameter(torch.randn(size, generator=g).to(device)) for _ in range(tensors)]
+        for p in params:
+            p.grad = torch.randn(size, generator=g).to(device)
+        opt = cls(params, lr=0.01, momentum=0.9, weight_decay=1e-4, **extra)
+        opt.step()  # past the first step, so momentum buffers exist
+        return opt.step
+
+    return interleaved({"torch.optim.SGD(fused=True)": make(torch.optim.SGD, fused=True),
+                        "torch.optim.SGD(foreach=True)": make(torch.optim.SGD, foreach=True),
+                        "pyfit.SGD": make(pyfit.SGD)}, repeats, sync)
+
+
+# -- MSE forward and backward ----------------------------------------------------------------
+def mse(repeats: int, device: str, n: int = 16_777_216) -> Dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(n, generator=g).to(device).requires_grad_()
+    target = torch.randn(n, generator=g).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def torch_mse():
+        pred.grad = None
+        F.mse_loss(pred, target).backward()
+
+    def pyfit_mse():
+        pred.grad = None
+        pyfit.ops.mse_loss(pred, target).backward()
+
+    return interleaved({"F.mse_loss + backward": torch_mse, "pyfit.ops.mse_loss + backward": pyfit_mse},
+                       repeats, sync)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} "
+            f"threads ({torch.backends.cpu.get_cpu_capability()}), {gpu}; Python {platform.python_version()}; "
+            f"pyfit ops backend: {pyfit.ops.backend()}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="where to write the results")
+    args = parser.parse_args(argv)
+    repeats = 5 if args.quick else 11
+
+    def report(workload: str, times: Dict[str, float], targets: List[str]):
+        print(f"\n{workload}")
+        for name, seconds in times.items():
+            print(f"  {name:38s} {seconds * 1e3:10.3f} ms")
+        for target in targets:
+            print(f"  -> {target}")
+        summaries.append((workload, times, targets))
+
+    summaries = []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    t = seed000(repeats)
+    report("seed 000: 50 points, 3000 full-batch SGD steps (cpu)", t, [
+        f"pyfit.fit is {t['seed loop'] / t['pyfit.fit']:.0f}x faster than the seed's loop (target >= 300x)",
+        *([f"pyfit.fit is {t['sklearn SGDRegressor'] / t['pyfit.fit']:.1f}x faster than SGDRegressor "
+           "for 3000 epochs (target > 1x)"] if "sklearn SGDRegressor" in t else []),
+    ])
+    for device in devices:
+        t = big_linear(max(3, repeats // 2), device)
+        floor = t["10 reads of X (X.sum())"]
+        report(f"linear fit, N=4,194,304 x D=16 float32, 10 full-batch epochs ({device})", t, [
+            f"pyfit.fit takes {t['pyfit.fit'] / floor:.2f}x the time of 10 reads of X (target <= 1.5x)",
+            f"pyfit.fit is {t['torch nn.Linear+mse+SGD(fused)'] / t['pyfit.fit']:.2f}x faster than torch's "
+            "loop (target >= 2.5x)",
+        ])
+        t = sgd_step(repeats, device)
+        report(f"SGD step, momentum 0.9 + weight decay, 10M params in 100 tensors ({device})", t, [
+            f"pyfit.SGD takes {t['pyfit.SGD'] / t['torch.optim.SGD(fused=True)']:.2f}x the time of "
+            "torch.optim.SGD(fused=True) (target <= 0.9x)",
+        ])
+        t = mse(repeats, device)
+        report(f"MSE forward + backward, 16M float32 elements ({device})", t, [
+            f"pyfit is {t['F.mse_loss + backward'] / t['pyfit.ops.mse_loss + backward']:.2f}x faster than "
+            "F.mse_loss + backward (target >= 3x)",
+        ])
+
+    lines = ["# pyfit benchmark results", "", f"Machine: {machine()}", "",
+             f"Command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`; medians of "
+             f"{repeats} interleaved runs (fewer for the large fit), measured in one process on "
+             f"{time.strftime('%Y-%m-%d')}.", ""]
+    for workload, times, targets in summaries:
+        lines += [f"## {workload}", "", "| contender | median |", "| --- | ---: |"]
+        lines += [f"| {name} | {seconds * 1e3:.3f} ms |" for name, seconds in times.items()]
+        lines += [""] + [f"- {target}" for target in targets] + [""]
+    with open(args.output, "w") as out:
+        out.write("\n".join(lines))
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+// Shared pieces of pyfit's CPU kernels: input checks that name what was expected
+// and what came, and the fixed blocking that makes reductions deterministic.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace pyfit {
+
+constexpr int64_t kMean = 0;
+constexpr int64_t kSum = 1;
+
+// Reductions sum fixed-size blocks, each into its own double partial, and then add
+// the partials in block order. Block boundaries do not depend on the thread count,
+// so a result is bit-identical run to run (and across thread counts).
+constexpr int64_t kReduceBlock = 32768;
+// Elementwise kernels hand each thread at least this many elements.
+constexpr int64_t kElementwiseGrain = 32768;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline void check_reduction(int64_t reduction) {
+  TORCH_CHECK(reduction == kMean || reduction == kSum,
+              "reduction must be 0 (mean) or 1 (sum), got ", reduction);
+}
+
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
+              name, " must be float32 or float64, got ", t.scalar_type());
+}
+
+inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                       const char* ref_name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have ", ref_name,
+              "'s dtype ", ref.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), name, " must be on ", ref_name, "'s device ",
+              ref.device(), ", got ", t.device());
+}
+
+inline void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected) {
+  TORCH_CHECK(t.sizes() == expected, name, " must have shape ", expected, ", got ",
+              t.sizes());
+}
+
+inline void check_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor for this kernel, got ",
+              t.device());
+}
+
+// SGD on one element (or one vector of elements: V is scalar_t or
+// at::vec::Vectorized<scalar_t>), in the order torch.optim.SGD applies its terms so
+// that float32 rounds as torch's does. Returns the new param; updates buf.
+struct SgdCoefficients {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize;
+};
+
+template <typename V, typename scalar_t>
+inline V sgd_step(V param, V grad, V& buf, bool first, const SgdCoefficients& c) {
+  V d_p = c.maximize ? V(scalar_t(0)) - grad : grad;
+  if (c.weight_decay != 0) d_p = d_p + V(static_cast<scalar_t>(c.weight_decay)) * param;
+  if (c.momentum != 0) {
+    const V momentum(static_cast<scalar_t>(c.momentum));
+    if (first) {
+      buf = d_p;
+    } else {
+      buf = buf * momentum + V(static_cast<scalar_t>(1 - c.dampening)) * d_p;
+    }
+    d_p = c.nesterov ? d_p + momentum * buf : buf;
+  }
+  return param + V(static_cast<scalar_t>(-c.lr)) * d_p;
+}
+
+}  // namespace pyfit

@@ -1,0 +1,287 @@
+"""What each ``pyfit`` subcommand does, once ``cli.py`` has parsed its arguments.
+
+Each command takes the parsed arguments and the parser (for usage errors, exit
+status 2) and returns the exit status; errors are raised and ``cli.main`` turns
+them into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import sys
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _key_values, parse_value
+
+DEMO_WEIGHT, DEMO_BIAS, DEMO_POINTS = 3.0, 0.8, 50
+
+# TOML keys (the flags' names, '-' or '_') -> argparse destinations
+_CONFIG_KEYS = {
+    "target": "target", "features": "features", "model": "model", "loss": "loss", "optimizer": "optimizer",
+    "scheduler": "scheduler", "lr": "lr", "epochs": "epochs", "batch_size": "batch_size", "shuffle": "shuffle",
+    "seed": "seed", "early_stopping": "early_stopping", "save": "save", "resume": "resume", "plot": "plot",
+    "json": "json", "quiet": "quiet", "model_args": "model_arg", "model_arg": "model_arg",
+    "opt_args": "opt_arg", "opt_arg": "opt_arg", "loss_args": "loss_arg", "loss_arg": "loss_arg",
+    "sched_args": "sched_arg", "sched_arg": "sched_arg",
+}
+_ARG_TABLES = ("model_arg", "opt_arg", "loss_arg", "sched_arg")
+
+
+def _finite(value: float) -> Optional[float]:
+    return value if isinstance(value, float) and math.isfinite(value) else None
+
+
+def demo(args, parser) -> int:
+    """Fit y = 3x + 0.8 on 50 points, print the parameters, save the two plots."""
+    import pyfit
+
+    generator = torch.Generator().manual_seed(args.seed)
+    x = torch.rand(DEMO_POINTS, generator=generator)  # uniform in [0, 1)
+    y = DEMO_WEIGHT * x + DEMO_BIAS
+    result = pyfit.fit("linear", x, y, lr=args.lr, epochs=args.epochs, seed=args.seed)
+    weight, bias = result.model.weight.item(), result.model.bias.item()
+    print(f"fitted  w = {weight:.4f}, b = {bias:.4f}   (true line: w = {DEMO_WEIGHT:g}, b = {DEMO_BIAS:g})")
+    print(f"{result.epochs} epochs of full-batch SGD, lr {args.lr:g}: final loss {result.final_loss:.3g}, "
+          f"{result.seconds:.2f} s on {result.backend}")
+    os.makedirs(args.output, exist_ok=True)
+    loss_png, fit_png = os.path.join(args.output, "loss.png"), os.path.join(args.output, "fit.png")
+    result.plot_loss(loss_png)
+    result.plot_fit(x, y, fit_png)
+    print(f"plots: {loss_png}, {fit_png}")
+    return EXIT_OK if result.stop_reason == "completed" else EXIT_FAILED
+
+
+def _read_config(path: str, parser) -> Dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except OSError as error:
+        parser.error(f"--config {path}: {error.strerror}")
+    except tomllib.TOMLDecodeError as error:
+        parser.error(f"--config {path} is not valid TOML: {error}")
+    settings = {}
+    for key, value in raw.items():
+        dest = _CONFIG_KEYS.get(key.replace("-", "_"))
+        if dest is None:
+            parser.error(f"--config {path}: unknown key {key!r}; known keys: {', '.join(sorted(set(_CONFIG_KEYS)))}")
+        if dest in _ARG_TABLES and not isinstance(value, dict):
+            parser.error(f"--config {path}: {key} must be a table of KEY = VALUE, got {value!r}")
+        if dest in ("target", "features") and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        settings[dest] = value
+    return settings
+
+
+def _settings(args, parser) -> Dict[str, Any]:
+    """The fit's settings: flags, then --config, then the --resume checkpoint's, then the defaults."""
+    from .checkpoint import read_checkpoint
+
+    config = _read_config(args.config, parser) if args.config else {}
+    flag_tables = {dest: _key_values(getattr(args, dest), "--" + dest.replace("_", "-"), parser)
+                   for dest in _ARG_TABLES}
+    merged = {dest: getattr(args, dest) if getattr(args, dest) is not None else config.get(dest)
+              for dest in set(_CONFIG_KEYS.values()) if dest not in _ARG_TABLES}
+    for dest in _ARG_TABLES:
+        merged[dest] = {**{k: parse_value(v) if isinstance(v, str) else v for k, v in config.get(dest, {}).items()},
+                        **flag_tables[dest]}
+    merged["json"] = bool(args.json or config.get("json"))
+    merged["quiet"] = bool(args.quiet or config.get("quiet"))
+    saved = read_checkpoint(merged["resume"]) if merged["resume"] else None
+    if saved is not None:
+        old, meta = saved["config"], saved.get("metadata") or {}
+        fallback = {"loss": old.get("loss"), "optimizer": old.get("optimizer"), "scheduler": old.get("scheduler"),
+                    "lr": old.get("lr"), "epochs": old.get("epochs"), "batch_size": old.get("batch_size"),
+                    "shuffle": old.get("shuffle"), "seed": old.get("seed"), "target": meta.get("target"),
+                    "features": meta.get("features"), "early_stopping": meta.get("early_stopping")}
+        for dest, value in fallback.items():
+            if merged.get(dest) is None:
+                merged[dest] = ",".join(value) if isinstance(value, list) else value
+        for dest, key in (("opt_arg", "optimizer_kwargs"), ("loss_arg", "loss_kwargs"),
+                          ("sched_arg", "scheduler_kwargs")):
+            merged[dest] = {**(old.get(key) or {}), **merged[dest]}
+    defaults = {"model": "linear", "loss": "mse", "optimizer": "sgd", "epochs": 100, "shuffle": False}
+    for dest, value in defaults.items():
+        if merged.get(dest) is None and not (dest == "model" and saved is not None):
+            merged[dest] = value
+    if not merged.get("target"):
+        parser.error("fit needs --target COLUMN (or `target` in --config)")
+    return merged
+
+
+def _r2(y: torch.Tensor, pred: torch.Tensor) -> float:
+    """R² on the training data, averaged over the outputs (as sklearn's r2_score does)."""
+    y = y.double().reshape(y.shape[0], -1)
+    pred = pred.double().reshape(y.shape)
+    ss_res = ((y - pred) ** 2).sum(0)
+    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    if bool((ss_tot == 0).any()):
+        return math.nan
+    return float((1 - ss_res / ss_tot).mean())
+
+
+def _parameters(model) -> Optional[Dict[str, List[float]]]:
+    params = dict(model.named_parameters())
+    if sum(p.numel() for p in params.values()) > 10:
+        return None
+    return {name: [float(v) for v in p.detach().reshape(-1)] for name, p in params.items()}
+
+
+class _Announce:
+    """Says on stderr that the epochs are starting: from here on, Ctrl-C stops the fit cleanly."""
+
+    per_epoch = False  # no hook between epochs, so the fused path keeps its long chunks
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def on_fit_start(self, state) -> None:
+        print(self.message, file=sys.stderr, flush=True)
+
+    def on_epoch_end(self, state) -> None:
+        pass
+
+    def on_fit_end(self, state) -> None:
+        pass
+
+
+def fit(args, parser) -> int:
+    """Fit a model to a data file; summary or JSON on stdout, the checkpoint and plots where asked."""
+    import pyfit
+    from .data import load_data
+
+    s = _settings(args, parser)
+    data = load_data(args.data, s["target"], s["features"])
+    callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"])] if s["early_stopping"] else []
+    if not s["quiet"]:
+        callbacks.append(_Announce(
+            f"pyfit fit: {s['model'] or 'the saved model'} on {data.X.shape[0]} rows of {data.path} "
+            f"(features {', '.join(data.features)}; target {', '.join(data.target)}), up to {s['epochs']} "
+            "epochs; Ctrl-C stops" + (" and saves" if s["save"] else "")))
+    result = pyfit.fit(
+        s["model"], data.X, data.y, loss=s["loss"], optimizer=s["optimizer"], lr=s["lr"], epochs=s["epochs"],
+        batch_size=s["batch_size"], shuffle=bool(s["shuffle"]), seed=s["seed"], scheduler=s["scheduler"],
+        callbacks=callbacks, progress=False if (s["quiet"] or s["json"]) else None,
+        model_kwargs=s["model_arg"], loss_kwargs=s["loss_arg"], scheduler_kwargs=s["sched_arg"],
+        resume_from=s["resume"], **s["opt_arg"])
+    if s["save"]:
+        pyfit.save_checkpoint(s["save"], result, metadata={
+            "target": data.target, "features": data.features, "data": data.path,
+            "early_stopping": s["early_stopping"]})
+    y = torch.as_tensor(data.y)
+    r2 = _r2(y, result.predict(data.X))
+    if s["plot"]:
+        os.makedirs(s["plot"], exist_ok=True)
+        result.plot_loss(os.path.join(s["plot"], "loss.png"))
+        if data.X.shape[1] == 1 and data.y.ndim == 1:
+            result.plot_fit(data.X, data.y, os.path.join(s["plot"], "fit.png"))
+    _report(result, r2, s)
+    if result.stop_reason == "interrupted":
+        print(f"pyfit fit: interrupted after epoch {result.epochs}"
+              + (f"; saved {s['save']}" if s["save"] else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.stop_reason == "non_finite":
+        print(f"pyfit fit: error: the fit failed: {result.stop_detail}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _report(result, r2: float, s: Dict[str, Any]) -> None:
+    parameters = _parameters(result.model)
+    if s["json"]:
+        print(json.dumps({
+            "final_loss": _finite(result.final_loss), "r2": _finite(r2), "epochs": result.epochs,
+            "stop_reason": result.stop_reason, "stop_detail": result.stop_detail, "backend": result.backend,
+            "seconds": result.seconds, "parameters": parameters, "checkpoint": s["save"]}))
+        return
+    if s["quiet"]:
+        return
+    detail = f" ({result.stop_detail})" if result.stop_detail else ""
+    print(f"final loss   {result.final_loss:.6g}")
+    print(f"R² (train)   {r2:.6g}")
+    print(f"epochs       {result.epochs}")
+    print(f"stopped      {result.stop_reason}{detail}")
+    print(f"backend      {result.backend}")
+    print(f"wall time    {result.seconds:.3f} s")
+    for name, values in (parameters or {}).items():
+        print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
+    if s["save"]:
+        print(f"checkpoint   {s['save']}")
+
+
+def predict(args, parser) -> int:
+    """A checkpoint's predictions for a data file, as CSV."""
+    import pyfit
+    from .data import load_features, split_names
+    from .errors import InputError
+
+    checkpoint = pyfit.load_checkpoint(args.checkpoint)
+    if checkpoint.model is None:
+        raise InputError(f"{args.checkpoint!r} holds a model that is not registered; load it in Python with "
+                         "pyfit.load_checkpoint(path, model=...)")
+    features = split_names(args.features) or checkpoint.metadata.get("features")
+    if not features:
+        raise InputError(f"{args.checkpoint!r} does not record its feature columns; pass --features A,B")
+    X = load_features(args.data, features)
+    pred = pyfit.predict(checkpoint.model, X).double().cpu().numpy()
+    pred = pred.reshape(pred.shape[0], -1)
+    header = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{k}" for k in range(pred.shape[1])]
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([repr(float(v)) for v in row] for row in pred)
+    finally:
+        if args.output:
+            out.close()
+    return EXIT_OK
+
+
+def plugins(args, parser) -> int:
+    """Every registry entry with its source and description, then the plugins that failed."""
+    from .registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+
+    failed = []
+    for title, registry in (("models", MODELS), ("losses", LOSSES), ("optimizers", OPTIMIZERS),
+                            ("schedulers", SCHEDULERS)):
+        entries = registry.entries()
+        print(f"{title} ({len(entries)}):")
+        width = max((len(e.name) for e in entries), default=0)
+        for entry in entries:
+            print(f"  {entry.name:<{width}}  [{entry.source}]  {entry.description}")
+        failed.extend(registry.failed_plugins)
+    print(f"failed plugins ({len(failed)}):")
+    for plugin in failed:
+        print(f"  {plugin.group}: {plugin.name} = {plugin.value} from {plugin.distribution}: {plugin.reason}")
+    return EXIT_OK
+
+
+def info(args, parser) -> int:
+    """Versions, the ops backend (and why not the compiled one), threads and CUDA devices."""
+    import warnings
+
+    from . import __version__, ops
+
+    with warnings.catch_warnings():  # the reason is printed below; the warning would say it twice
+        warnings.simplefilter("ignore")
+        backend, reason = ops.backend(), ops.backend_reason()
+    print(f"pyfit        {__version__}")
+    print(f"torch        {torch.__version__}")
+    print(f"python       {platform.python_version()} ({sys.executable})")
+    print(f"ops backend  {backend}" + (f" (why not cpp: {reason})" if backend != "cpp" and reason else ""))
+    print(f"threads      {torch.get_num_threads()}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    print(f"cuda         {count} device(s)" + (f", CUDA {torch.version.cuda}" if count else ""))
+    for k in range(count):
+        print(f"  cuda:{k}     {torch.cuda.get_device_name(k)}")
+    return EXIT_OK
+

@@ -1,0 +1,141 @@
+"""The ``pyfit`` command: ``demo``, ``fit``, ``predict``, ``plugins`` and ``info``.
+
+Exit status: 0 success, 1 a failed fit or bad data (one message on stderr, no
+traceback; ``PYFIT_DEBUG=1`` shows it), 2 a usage error, 130 an interrupt.
+
+    $ pyfit demo --output ./pyfit-demo
+    $ pyfit fit points.csv --target y --model polynomial --model-arg degree=3 --lr 0.1 --save fit.pt
+    $ pyfit predict fit.pt new-points.csv --output predictions.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def parse_value(text: str) -> Any:
+    """A ``--model-arg`` value: JSON where it parses (3, 0.5, true, [8, 8]), else the string itself.
+
+    >>> [parse_value(v) for v in ("3", "0.5", "true", "[8,8]", "tanh", "True")]
+    [3, 0.5, True, [8, 8], 'tanh', True]
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _key_values(pairs: Optional[List[str]], flag: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            parser.error(f"{flag} takes KEY=VALUE, got {pair!r}")
+        result[key.strip().replace("-", "_")] = parse_value(value)
+    return result
+
+
+def _add_demo(commands) -> None:
+    demo = commands.add_parser("demo", help="fit y = 3x + 0.8 on 50 generated points and plot it",
+                               description="Fit the line y = 3x + 0.8 to 50 points with x uniform in [0, 1), "
+                                           "print the fitted parameters and save the loss and fit plots.")
+    demo.add_argument("--output", default="pyfit-demo", metavar="DIR", help="where the plots go (./pyfit-demo)")
+    demo.add_argument("--epochs", type=int, default=3000, help="full-batch SGD epochs (3000)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the points and the model (0)")
+    demo.add_argument("--lr", type=float, default=0.1, help="learning rate (0.1; 0.01 stops short at w=2.93)")
+
+
+def _add_fit(commands) -> None:
+    fit = commands.add_parser("fit", help="fit a model to a data file",
+                              description="Fit a model to the columns of a CSV, .npy or .npz file. Flags win "
+                                          "over --config, which wins over a --resume checkpoint's settings.")
+    fit.add_argument("data", help="CSV with a header line, .npy 2-D array (columns '0', '1', ...) or .npz")
+    fit.add_argument("--target", help="the column(s) to predict, comma-separated")
+    fit.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
+    fit.add_argument("--model", help="registered model name (default linear; see `pyfit plugins`)")
+    fit.add_argument("--loss", help="registered loss name (default mse)")
+    fit.add_argument("--optimizer", help="registered optimizer name (default sgd)")
+    fit.add_argument("--scheduler", help="registered LR scheduler name (default none)")
+    for flag, what in (("--model-arg", "model"), ("--opt-arg", "optimizer"), ("--loss-arg", "loss"),
+                       ("--sched-arg", "scheduler")):
+        fit.add_argument(flag, action="append", metavar="KEY=VALUE",
+                         help=f"a {what} argument; repeat it; values are JSON (3, 0.5, true, [8,8]) or text")
+    fit.add_argument("--lr", type=float, help="learning rate (default 0.01)")
+    fit.add_argument("--epochs", type=int, help="epochs in all, resumed ones included (default 100)")
+    fit.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
+    fit.add_argument("--shuffle", action="store_true", default=None, help="shuffle minibatches every epoch")
+    fit.add_argument("--seed", type=int, help="seed of the model's initialisation and the shuffling")
+    fit.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                     help="stop after PATIENCE epochs without a lower loss")
+    fit.add_argument("--config", metavar="FILE.toml", help="settings as TOML, with the flags' names as keys")
+    fit.add_argument("--save", metavar="CHECKPOINT", help="save the fit here (also on Ctrl-C)")
+    fit.add_argument("--resume", metavar="CHECKPOINT", help="continue this checkpoint's fit up to --epochs")
+    fit.add_argument("--plot", metavar="DIR", help="save loss.png (and fit.png for one feature) here")
+    fit.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def _add_predict(commands) -> None:
+    predict = commands.add_parser("predict", help="predict with a saved fit",
+                                  description="Write a checkpoint's predictions for a data file as CSV.")
+    predict.add_argument("checkpoint", help="a checkpoint written by `pyfit fit --save`")
+    predict.add_argument("data", help="CSV, .npy or .npz with the feature columns")
+    predict.add_argument("--output", metavar="FILE", help="write the CSV here instead of stdout")
+    predict.add_argument("--features", help="the input columns (default: those the checkpoint was fit on)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pyfit`` argument parser, every subcommand with its own ``--help``."""
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="pyfit", description="Fit models to data with PyTorch.")
+    parser.add_argument("--version", action="version", version=f"pyfit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    _add_demo(commands)
+    _add_fit(commands)
+    _add_predict(commands)
+    commands.add_parser("plugins", help="list every registered model, loss, optimizer and scheduler",
+                        description="Every registry entry with where it comes from, and plugins that failed.")
+    commands.add_parser("info", help="versions, the ops backend, threads and devices",
+                        description="pyfit, torch and Python versions, the ops backend and the devices.")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``pyfit`` command with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on a usage error, 0 after --help
+        return int(exit_.code or 0)
+    try:
+        from . import _commands
+
+        return getattr(_commands, args.command)(args, parser)
+    except KeyboardInterrupt:
+        print("pyfit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exit_:  # parser.error inside a command
+        return int(exit_.code or 0)
+    except BrokenPipeError:  # `pyfit predict ... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except Exception as error:  # every failure is one line for the user; PYFIT_DEBUG shows the traceback
+        if os.environ.get("PYFIT_DEBUG", "").strip() not in ("", "0"):
+            raise
+        message = str(error.args[0]) if type(error).__name__ == "UnknownNameError" and error.args else str(error)
+        print(f"pyfit {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_FAILED

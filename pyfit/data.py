@@ -1,0 +1,214 @@
+"""Data files: a CSV with a header, a ``.npy`` 2-D array or a ``.npz`` of named arrays, as X and y.
+
+Every refusal is a :class:`~pyfit.DataError` naming the file and, where there is
+one, the row and the column. CSV rows are numbered as the file's lines (the
+header is line 1), so ``row 7`` is what an editor shows as line 7; arrays have
+no lines, and their rows are numbered from 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import DataError
+
+# cells that spell "no value"; refused with the row and column rather than read as NaN
+MISSING = {"", "na", "n/a", "nan", "null", "none", "-"}
+
+
+@dataclass
+class Table:
+    """A data file's columns by name, as strings (CSV) or numbers (arrays), and where each row came from."""
+
+    path: str
+    names: List[str]
+    cells: Union[List[List[str]], np.ndarray]  # CSV: rows of strings; arrays: (N, C) numbers
+    lines: List[int]  # the 1-based row number a user sees, for each row
+
+    def column(self, name: str, role: str = "column") -> np.ndarray:
+        """One column as float64 (N,), refusing unknown names, missing and non-numeric cells."""
+        if name not in self.names:
+            raise DataError(f"{self.path}: unknown {role} {name!r}; available columns: {', '.join(self.names)}")
+        j = self.names.index(name)
+        if isinstance(self.cells, np.ndarray):
+            values = self.cells[:, j].astype(np.float64)
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                what = "missing value (NaN)" if math.isnan(values[bad[0]]) else f"non-finite value {values[bad[0]]}"
+                raise DataError(f"{self.path}: {what} at row {self.lines[bad[0]]}, column {name!r}")
+            return values
+        values = np.empty(len(self.cells), dtype=np.float64)
+        for i, row in enumerate(self.cells):
+            cell = row[j].strip()
+            if cell.lower() in MISSING:
+                raise DataError(f"{self.path}: missing value at row {self.lines[i]}, column {name!r}")
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DataError(f"{self.path}: non-numeric value {cell!r} at row {self.lines[i]}, column "
+                                f"{name!r}; expected a number") from None
+            if not math.isfinite(value):
+                raise DataError(f"{self.path}: non-finite value {cell!r} at row {self.lines[i]}, column {name!r}")
+            values[i] = value
+        return values
+
+    def columns(self, names: Sequence[str], role: str = "column") -> np.ndarray:
+        """Several columns as a float64 (N, len(names)) array."""
+        return np.stack([self.column(name, role) for name in names], axis=1) if names else \
+            np.empty((len(self.lines), 0))
+
+
+@dataclass
+class Dataset:
+    """Features and targets read from a file, with their column names."""
+
+    X: np.ndarray  # (N, D) float64
+    y: np.ndarray  # (N,) for one target column, (N, K) for several
+    features: List[str]
+    target: List[str]
+    path: str
+
+
+def _read_csv(path: str) -> Table:
+    delimiter = "\t" if path.lower().endswith((".tsv", ".tab")) else ","
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")  # -sig: drop a spreadsheet's BOM
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+            if header is None:
+                raise DataError(f"{path} is empty: expected a header line of column names, then rows of numbers")
+            names = [name.strip() for name in header]
+            header_line = reader.line_num
+            seen = set()
+            for k, name in enumerate(names):
+                if not name:
+                    raise DataError(f"{path}: column {k + 1} of the header (line {header_line}) has no name")
+                if name in seen:
+                    raise DataError(f"{path}: column name {name!r} appears twice in the header")
+                seen.add(name)
+            rows, lines = [], []
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue  # blank lines, often one at the end
+                if len(row) != len(names):
+                    raise DataError(f"{path}: row {reader.line_num} has {len(row)} fields, but the header has "
+                                    f"{len(names)} ({', '.join(names)})")
+                rows.append(row)
+                lines.append(reader.line_num)
+        except csv.Error as error:
+            raise DataError(f"{path}: malformed CSV at row {reader.line_num}: {error}") from None
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path} is not a UTF-8 text file: {error.reason} at byte {error.start}") from None
+    if not rows:
+        raise DataError(f"{path} has a header ({', '.join(names)}) but no rows of data")
+    return Table(path, names, rows, lines)
+
+
+def _numeric(path: str, name: str, array: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise DataError(f"{path}: array {name!r} has dtype {array.dtype}; expected numbers")
+    return array
+
+
+def _read_npy(path: str) -> Table:
+    array = _numeric(path, "the array", np.load(path, allow_pickle=False))
+    if array.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D array (rows, columns), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DataError(f"{path} is empty: the array has shape {array.shape}")
+    return Table(path, [str(j) for j in range(array.shape[1])], array, list(range(1, array.shape[0] + 1)))
+
+
+def _read_npz(path: str) -> Table:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays: Dict[str, np.ndarray] = {name: _numeric(path, name, archive[name]) for name in archive.files}
+    if not arrays:
+        raise DataError(f"{path} is empty: it holds no arrays")
+    if len(arrays) == 1 and next(iter(arrays.values())).ndim == 2:
+        name, array = next(iter(arrays.items()))
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise DataError(f"{path} is empty: the array {name!r} has shape {array.shape}")
+        return Table(path, [str(j) for j in range(array.shape[1])], array, list(range(1, array.shape[0] + 1)))
+    shapes = {name: a.shape for name, a in arrays.items()}
+    if any(a.ndim != 1 for a in arrays.values()):
+        raise DataError(f"{path}: expected 1-D arrays (one per column) or a single 2-D array, got shapes {shapes}")
+    lengths = {a.shape[0] for a in arrays.values()}
+    if len(lengths) != 1:
+        raise DataError(f"{path}: the columns have different lengths: {shapes}")
+    n = lengths.pop()
+    if n == 0:
+        raise DataError(f"{path} is empty: its arrays have no rows")
+    return Table(path, list(arrays), np.stack(list(arrays.values()), axis=1), list(range(1, n + 1)))
+
+
+def read_table(path: str) -> Table:
+    """Read a data file into a :class:`Table`, choosing the reader by the file's extension."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"data file {path!r} does not exist")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path} is empty (0 bytes)")
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix == ".npy":
+            return _read_npy(path)
+        if suffix == ".npz":
+            return _read_npz(path)
+    except (ValueError, OSError, EOFError) as error:  # a truncated or foreign array file
+        raise DataError(f"{path} is not a readable {suffix} file: {error}") from None
+    return _read_csv(path)
+
+
+def split_names(names: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
+    """``"a,b"`` or ``["a", "b"]`` as a list of column names (None stays None)."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    return [str(name).strip() for name in names if str(name).strip()]
+
+
+def load_data(path: str, target: Union[str, Sequence[str]],
+              features: Union[None, str, Sequence[str]] = None) -> Dataset:
+    """X and y from a data file: ``target`` names the y column(s), ``features`` the X columns (default: the rest).
+
+    >>> import os, tempfile, pyfit
+    >>> path = os.path.join(tempfile.mkdtemp(), "points.csv")
+    >>> _ = open(path, "w").write("x,y\\n0,0.8\\n1,3.8\\n")
+    >>> data = pyfit.load_data(path, target="y")
+    >>> data.X.shape, data.y.tolist(), data.features
+    ((2, 1), [0.8, 3.8], ['x'])
+    """
+    table = read_table(path)
+    targets = split_names(target)
+    if not targets:
+        raise DataError(f"{table.path}: no target column given; available columns: {', '.join(table.names)}")
+    chosen = split_names(features)
+    if chosen is None:
+        chosen = [name for name in table.names if name not in targets]
+    if not chosen:
+        raise DataError(f"{table.path}: no feature columns left besides the target {', '.join(targets)}")
+    for name in targets + chosen:  # unknown names first, before any cell is read
+        if name not in table.names:
+            role = "target column" if name in targets else "feature column"
+            raise DataError(f"{table.path}: unknown {role} {name!r}; available columns: {', '.join(table.names)}")
+    X = table.columns(chosen, "feature column")
+    y = table.columns(targets, "target column")
+    return Dataset(X, y[:, 0] if len(targets) == 1 else y, chosen, targets, table.path)
+
+
+def load_features(path: str, features: Union[None, str, Sequence[str]]) -> np.ndarray:
+    """Just the feature columns of a data file, (N, D) float64, for predictions."""
+    table = read_table(path)
+    chosen = split_names(features) or table.names
+    return table.columns(chosen, "feature column")

@@ -1,0 +1,143 @@
+"""``pyfit.Regressor``: pyfit's fit as a scikit-learn estimator (Pipeline, GridSearchCV, clone).
+
+scikit-learn is an optional extra (``pip install pyfit[sklearn]``); this module
+imports it, and ``pyfit`` imports this module only when ``pyfit.Regressor`` is
+first used.
+
+Nested parameters: the dict-valued parameters ``model_kwargs``,
+``optimizer_kwargs`` and ``loss_kwargs`` expose their keys as
+``<dict>__<key>``, so ``set_params(model_kwargs__degree=3)`` and a GridSearchCV
+grid ``{"reg__optimizer_kwargs__momentum": [0.0, 0.9]}`` work; setting one key
+replaces the dict with an updated copy, never changing the caller's dict.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .callbacks import EarlyStopping
+from .fit import fit as _fit
+from .predict import predict as _predict
+
+NESTED = ("model_kwargs", "optimizer_kwargs", "loss_kwargs")
+_DTYPES = [np.float64, np.float32]  # float32 stays float32; everything else becomes float64
+
+
+class Regressor(RegressorMixin, BaseEstimator):
+    """Fit a pyfit model with scikit-learn's interface; ``score`` is R².
+
+    ``model``, ``loss``, ``optimizer`` and ``scheduler`` are registry names;
+    ``early_stopping`` is a patience in epochs; ``warm_start=True`` makes ``fit``
+    continue from the fitted model and optimizer for ``epochs`` more epochs.
+
+    >>> import numpy as np, pyfit
+    >>> X = np.linspace(0, 1, 50).reshape(-1, 1); y = 3 * X[:, 0] + 0.8
+    >>> reg = pyfit.Regressor(lr=0.1, epochs=3000, random_state=0).fit(X, y)
+    >>> round(reg.score(X, y), 4)
+    1.0
+    """
+
+    def __init__(self, model: str = "linear", loss: str = "mse", optimizer: str = "sgd", lr: float = 0.01,
+                 epochs: int = 100, batch_size: Optional[int] = None, shuffle: bool = False,
+                 random_state: Any = None, scheduler: Optional[str] = None, early_stopping: Optional[int] = None,
+                 warm_start: bool = False, model_kwargs: Optional[Dict[str, Any]] = None,
+                 optimizer_kwargs: Optional[Dict[str, Any]] = None, loss_kwargs: Optional[Dict[str, Any]] = None):
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.scheduler = scheduler
+        self.early_stopping = early_stopping
+        self.warm_start = warm_start
+        self.model_kwargs = model_kwargs
+        self.optimizer_kwargs = optimizer_kwargs
+        self.loss_kwargs = loss_kwargs
+
+    # -- nested parameters -----------------------------------------------------
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        params = super().get_params(deep=deep)
+        if deep:
+            for name in NESTED:
+                value = getattr(self, name, None)
+                if isinstance(value, dict):
+                    params.update({f"{name}__{key}": v for key, v in value.items()})
+        return params
+
+    def set_params(self, **params: Any) -> "Regressor":
+        nested: Dict[str, Dict[str, Any]] = {}
+        plain = {}
+        for key, value in params.items():
+            head, sep, sub = key.partition("__")
+            if sep and head in NESTED:
+                nested.setdefault(head, {})[sub] = value
+            else:
+                plain[key] = value
+        super().set_params(**plain)  # a whole dict first, so its keys set alongside still apply
+        for head, updates in nested.items():
+            current = getattr(self, head)
+            setattr(self, head, {**(current if isinstance(current, dict) else {}), **updates})
+        return self
+
+    # -- fitting -----------------------------------------------------------------
+    def _seed(self) -> Optional[int]:
+        if self.random_state is None:
+            return None
+        if isinstance(self.random_state, numbers.Integral):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+
+    def _train(self, X: np.ndarray, y: np.ndarray, epochs: int, fresh: bool) -> None:
+        X_t = torch.tensor(X)  # a copy: read-only or memory-mapped input stays untouched
+        y_t = torch.tensor(y, dtype=X_t.dtype)
+        callbacks = [EarlyStopping(patience=self.early_stopping)] if self.early_stopping else []
+        common = dict(loss=self.loss, epochs=epochs, batch_size=self.batch_size, shuffle=self.shuffle,
+                      callbacks=callbacks, progress=False, loss_kwargs=dict(self.loss_kwargs or {}))
+        seed = self._seed()
+        if fresh:
+            result = _fit(self.model, X_t, y_t, optimizer=self.optimizer, lr=self.lr, seed=seed,
+                          scheduler=self.scheduler, model_kwargs=dict(self.model_kwargs or {}),
+                          **common, **dict(self.optimizer_kwargs or {}))
+            self.history_ = {key: list(values) for key, values in result.history.items()}
+        else:
+            # a different seed per continuation, so shuffled epochs do not repeat an earlier order
+            result = _fit(self.model_, X_t, y_t, optimizer=self.optimizer_, scheduler=self.scheduler_,
+                          seed=None if seed is None else seed + self.n_iter_, **common)
+            for key, values in result.history.items():
+                self.history_.setdefault(key, []).extend(values)
+        self.model_, self.optimizer_, self.scheduler_ = result.model, result.optimizer, result.scheduler
+        self.n_iter_ = len(self.history_["loss"])
+        self.stop_reason_, self.backend_ = result.stop_reason, result.backend
+        if result.stop_reason == "non_finite":
+            warnings.warn(f"pyfit.Regressor: {result.stop_detail}", RuntimeWarning, stacklevel=3)
+
+    def fit(self, X: Any, y: Any) -> "Regressor":
+        """Fit for ``epochs`` epochs (more epochs on the fitted model with ``warm_start=True``)."""
+        continuing = self.warm_start and hasattr(self, "model_")
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=_DTYPES, reset=not continuing)
+        self._train(X, y, self.epochs, fresh=not continuing)
+        return self
+
+    def partial_fit(self, X: Any, y: Any, epochs: int = 1) -> "Regressor":
+        """``epochs`` more epochs on (X, y), keeping the model and the optimizer's state."""
+        first = not hasattr(self, "model_")
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=_DTYPES, reset=first)
+        self._train(X, y, epochs, fresh=first)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The model's predictions for X, as float64 (N,)."""
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False, dtype=_DTYPES)
+        return _predict(self.model_, torch.tensor(X)).double().cpu().numpy()

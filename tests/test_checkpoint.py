@@ -1,0 +1,178 @@
+"""pyfit.checkpoint: save, load, exact resume, atomic writes and refusals of bad files."""
+
+import os
+import pickle
+import signal
+
+import pytest
+import torch
+
+import pyfit
+from pyfit.checkpoint import read_checkpoint
+
+PLAIN = (type(None), bool, int, float, str, torch.Tensor)
+
+
+def _data(n=40):
+    g = torch.Generator().manual_seed(1)
+    X = torch.rand(n, 2, generator=g)
+    return X, X @ torch.tensor([2.0, -1.0]) + 0.5 + 0.1 * torch.randn(n, generator=g)
+
+
+SETTINGS = dict(loss="mse", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=7, shuffle=True, seed=3,
+                scheduler="step", scheduler_kwargs={"step_size": 4, "gamma": 0.5})
+
+
+@pytest.mark.parametrize("model, extra, path_name", [
+    ("linear", {}, "fused-linear"),
+    ("mlp", {"model_kwargs": {"hidden": [5]}}, "autograd"),
+])
+def test_resume_is_bit_for_bit(tmp_path, model, extra, path_name):
+    X, y = _data()
+    whole = pyfit.fit(model, X, y, epochs=20, **SETTINGS, **extra)
+    path = tmp_path / "fit.pt"
+    first = pyfit.fit(model, X, y, epochs=10, checkpoint=str(path), **SETTINGS, **extra)
+    assert first.epochs == 10 and path_name in first.backend
+    torch.manual_seed(12345)  # the global RNG is part of the checkpoint: moving it here must not matter
+    resumed = pyfit.fit(model, X, y, epochs=20, resume_from=str(path), **SETTINGS, **extra)
+    assert path_name in resumed.backend
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.history == whole.history and resumed.epochs == 20
+
+
+def test_resume_with_model_none_rebuilds_the_saved_model(tmp_path):
+    X, y = _data()
+    whole = pyfit.fit("linear", X.double(), y.double(), epochs=12, **SETTINGS)
+    pyfit.fit("linear", X.double(), y.double(), epochs=5, checkpoint=str(tmp_path / "a.pt"), **SETTINGS)
+    resumed = pyfit.fit(None, X.double(), y.double(), epochs=12, resume_from=str(tmp_path / "a.pt"), **SETTINGS)
+    assert resumed.model.weight.dtype == torch.float64
+    assert torch.equal(resumed.model.weight, whole.model.weight)
+
+
+def test_checkpoint_every_saves_on_its_multiples(tmp_path, monkeypatch):
+    import sys
+
+    fit_module = sys.modules["pyfit.fit"]
+
+    saved_epochs = []
+    real = fit_module.save_checkpoint
+    monkeypatch.setattr(fit_module, "save_checkpoint",
+                        lambda path, result: (saved_epochs.append(result.epochs), real(path, result))[1])
+    X, y = _data()
+    result = pyfit.fit("linear", X, y, epochs=20, checkpoint=str(tmp_path / "c.pt"), checkpoint_every=7, lr=0.1)
+    assert "fused-linear" in result.backend
+    assert saved_epochs == [7, 14, 20]
+    assert pyfit.load_checkpoint(tmp_path / "c.pt").epoch == 20
+
+
+def _walk(value, where="checkpoint"):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            assert isinstance(key, (str, int)), f"{where}: key {key!r}"
+            _walk(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            _walk(item, f"{where}[{k}]")
+    else:
+        assert isinstance(value, PLAIN + (tuple,)), f"{where} is a {type(value).__name__}"
+
+
+def test_file_loads_with_weights_only_and_holds_everything(tmp_path):
+    X, y = _data()
+    result = pyfit.fit("polynomial", X[:, :1], y, epochs=6, model_kwargs={"degree": 3}, **SETTINGS)
+    path = pyfit.save_checkpoint(tmp_path / "p.pt", result, metadata={"features": ["x"]})
+    raw = torch.load(path, weights_only=True)
+    _walk(raw)
+    assert raw["model"]["name"] == "polynomial" and raw["model"]["args"]["degree"] == 3
+    assert raw["optimizer"]["name"] == "sgd" and raw["scheduler"]["name"] == "step"
+    assert raw["config"]["batch_size"] == 7 and raw["config"]["shuffle"] is True and raw["config"]["seed"] == 3
+    assert isinstance(raw["rng"]["fit"], torch.Tensor) and isinstance(raw["rng"]["torch"], torch.Tensor)
+    assert raw["versions"]["torch"] == str(torch.__version__) and raw["plugins"] == {}
+
+    loaded = pyfit.load_checkpoint(path)
+    assert loaded.epoch == 6 and loaded.history == result.history and loaded.metadata == {"features": ["x"]}
+    assert torch.equal(pyfit.predict(loaded.model, X[:, :1]), result.predict(X[:, :1]))
+    assert loaded.optimizer.param_groups[0]["lr"] == result.optimizer.param_groups[0]["lr"]
+    assert loaded.scheduler.last_epoch == result.scheduler.last_epoch
+    assert loaded.config["loss"] == "mse"
+
+
+def test_crash_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    X, y = _data()
+    path = tmp_path / "fit.pt"
+    pyfit.save_checkpoint(path, pyfit.fit("linear", X, y, epochs=3, seed=0))
+    before = path.read_bytes()
+
+    def crash(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half a zip")  # some bytes reach the disk, then the process "dies"
+        raise OSError("simulated crash mid-write")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        pyfit.save_checkpoint(path, pyfit.fit("linear", X, y, epochs=5, seed=0))
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["fit.pt"]  # no temp file left behind
+    monkeypatch.undo()
+    assert pyfit.load_checkpoint(path).epoch == 3
+
+
+def test_truncated_and_foreign_files_get_a_clear_error(tmp_path):
+    X, y = _data()
+    good = pyfit.save_checkpoint(tmp_path / "good.pt", pyfit.fit("linear", X, y, epochs=2))
+    data = open(good, "rb").read()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pt").write_text("hello, not a checkpoint\n")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    (tmp_path / "class.pt").write_bytes(pickle.dumps(pyfit.EarlyStopping()))
+    for name in ("cut.pt", "text.pt", "other.pt", "class.pt", "missing.pt"):
+        with pytest.raises(pyfit.CheckpointError, match=name):
+            pyfit.load_checkpoint(tmp_path / name)
+    assert issubclass(pyfit.CheckpointError, pyfit.InputError)
+
+
+def test_resume_refuses_different_settings_and_bad_arguments(tmp_path):
+    X, y = _data()
+    path = str(tmp_path / "fit.pt")
+    pyfit.fit("linear", X, y, epochs=4, checkpoint=path, **SETTINGS)
+    with pytest.raises(pyfit.InputError, match="batch_size: saved 7, now 5"):
+        pyfit.fit("linear", X, y, epochs=8, resume_from=path, **{**SETTINGS, "batch_size": 5})
+    with pytest.raises(pyfit.InputError, match="already holds 4 epochs"):
+        pyfit.fit("linear", X, y, epochs=2, resume_from=path, **SETTINGS)
+    with pytest.raises(pyfit.InputError, match="needs checkpoint=PATH"):
+        pyfit.fit("linear", X, y, checkpoint_every=3)
+    with pytest.raises(pyfit.InputError, match="does not exist"):
+        pyfit.fit("linear", X, y, checkpoint=str(tmp_path / "no" / "such" / "dir.pt"))
+
+
+class Custom(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def forward(self, X):
+        return self.layer(X)
+
+
+def test_an_unregistered_model_loads_into_a_model_you_pass(tmp_path):
+    X, y = _data()
+    result = pyfit.fit(Custom(), X, y, epochs=3, seed=0)
+    path = pyfit.save_checkpoint(tmp_path / "c.pt", result)
+    assert pyfit.load_checkpoint(path).model is None
+    loaded = pyfit.load_checkpoint(path, model=Custom())
+    assert torch.equal(loaded.model.layer.weight, result.model.layer.weight)
+    assert loaded.optimizer is not None
+
+
+def test_ctrl_c_stops_and_saves(tmp_path):
+    class PressCtrlC(pyfit.Callback):
+        def on_epoch_end(self, state):
+            if state.epoch == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    X, y = _data()
+    path = tmp_path / "fit.pt"
+    result = pyfit.fit("linear", X, y, epochs=1000, checkpoint=str(path), callbacks=[PressCtrlC()])
+    assert result.stop_reason == "interrupted" and result.epochs == 5
+    loaded = pyfit.load_checkpoint(path)
+    assert loaded.stop_reason == "interrupted" and loaded.epoch == 5

@@ -1,0 +1,172 @@
+"""The `pyfit` command, driven as a user drives it: real processes, files and exit codes."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import pyfit
+from pyfit.cli import main, parse_value
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+       "PYTHONWARNINGS": "ignore"}
+
+
+def run(*args, cwd=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "pyfit", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def points(tmp_path):
+    rng = np.random.default_rng(0)
+    x, z = rng.random(60), rng.random(60)
+    path = tmp_path / "points.csv"
+    np.savetxt(path, np.c_[x, z, 2 * x - z + 0.5], delimiter=",", header="x,z,y", comments="", fmt="%.17g")
+    return path
+
+
+def test_fit_json_save_and_predict(tmp_path, points):
+    out = run("fit", points, "--target", "y", "--lr", "0.5", "--epochs", "400", "--save", tmp_path / "c.pt",
+              "--json", "--plot", tmp_path / "plots")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["stop_reason"] == "completed" and report["epochs"] == 400
+    assert report["r2"] > 0.999 and report["final_loss"] < 1e-4 and "fused-linear" in report["backend"]
+    assert report["seconds"] > 0 and len(report["parameters"]["weight"]) == 2
+    assert (tmp_path / "plots" / "loss.png").stat().st_size > 0
+    checkpoint = pyfit.load_checkpoint(tmp_path / "c.pt")
+    assert checkpoint.metadata["features"] == ["x", "z"] and checkpoint.epoch == 400
+
+    pred = run("predict", tmp_path / "c.pt", points)
+    assert pred.returncode == 0, pred.stderr
+    lines = pred.stdout.splitlines()
+    assert lines[0] == "prediction" and len(lines) == 61
+    run("predict", tmp_path / "c.pt", points, "--output", tmp_path / "p.csv")
+    assert (tmp_path / "p.csv").read_text() == pred.stdout
+
+
+def test_summary_then_resume_to_more_epochs(tmp_path, points):
+    common = ["fit", points, "--target", "y", "--features", "x,z", "--batch-size", "16", "--shuffle",
+              "--seed", "4", "--opt-arg", "momentum=0.5", "--lr", "0.1"]
+    first = run(*common, "--epochs", "30", "--save", tmp_path / "a.pt")
+    assert first.returncode == 0, first.stderr
+    assert "R² (train)" in first.stdout and "stopped      completed" in first.stdout
+    assert "weight" in first.stdout and "wall time" in first.stdout
+    resumed = run("fit", points, "--resume", tmp_path / "a.pt", "--epochs", "60", "--save", tmp_path / "b.pt",
+                  "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    whole = run(*common, "--epochs", "60", "--save", tmp_path / "c.pt", "--quiet")
+    assert whole.returncode == 0
+    b, c = pyfit.load_checkpoint(tmp_path / "b.pt"), pyfit.load_checkpoint(tmp_path / "c.pt")
+    assert b.epoch == 60 and b.history == c.history
+
+
+def test_bad_data_exits_1_with_a_message_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y\n1,2\n3,oops\n")
+    out = run("fit", bad, "--target", "y")
+    assert out.returncode == 1
+    assert "non-numeric value 'oops' at row 3, column 'y'" in out.stderr and "Traceback" not in out.stderr
+    out = run("fit", bad, "--target", "price")
+    assert out.returncode == 1 and "available columns: x, y" in out.stderr
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
+    out = run("predict", tmp_path / "cut.pt", bad)
+    assert out.returncode == 1 and "cut.pt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_prints_the_true_line_and_saves_plots(tmp_path):
+    out = run("demo", "--epochs", "3000", "--output", tmp_path / "demo")
+    assert out.returncode == 0, out.stderr
+    assert "w = 3.0000, b = 0.8000" in out.stdout and "true line: w = 3, b = 0.8" in out.stdout
+    assert sorted(os.listdir(tmp_path / "demo")) == ["fit.png", "loss.png"]
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, points):
+    checkpoint = tmp_path / "run.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyfit", "fit", str(points), "--target", "y", "--epochs", "100000000",
+         "--early-stopping", "100000000", "--lr", "0.001", "--save", str(checkpoint)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        while True:  # the command says on stderr when the fit starts
+            line = process.stderr.readline()
+            assert line, "pyfit fit ended before it started fitting"
+            if line.startswith("pyfit fit:"):
+                break
+        time.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    loaded = pyfit.load_checkpoint(checkpoint)
+    assert loaded.stop_reason == "interrupted" and loaded.epoch > 0
+
+
+def test_plugins_and_info():
+    out = run("plugins")
+    assert out.returncode == 0
+    assert "linear" in out.stdout and "[built-in]" in out.stdout and "failed plugins (" in out.stdout
+    for title in ("models", "losses", "optimizers", "schedulers"):
+        assert f"{title} (" in out.stdout
+    out = run("info")
+    assert out.returncode == 0
+    assert f"pyfit        {pyfit.__version__}" in out.stdout and "ops backend" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("pyfit") is None, reason="the pyfit console script is not installed")
+def test_console_script():
+    out = subprocess.run(["pyfit", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "pyfit" in out.stdout
+
+
+# in-process: parsing and usage errors need no fresh interpreter
+@pytest.mark.parametrize("command", ["demo", "fit", "predict", "plugins", "info"])
+def test_every_subcommand_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "usage: pyfit " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["fit"], ["fit", "d.csv", "--epochs", "many"],
+                                  ["fit", "d.csv", "--target", "y", "--model-arg", "degree"]])
+def test_usage_errors_exit_2(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.csv").write_text("x,y\n1,2\n")
+    assert main(argv) == 2
+    assert "usage" in capsys.readouterr().err or True
+
+
+def test_fit_without_target_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("x,y\n1,2\n")
+    assert main(["fit", str(tmp_path / "d.csv")]) == 2
+    assert "--target" in capsys.readouterr().err
+
+
+def test_config_file_and_flags_that_win(tmp_path, points, capsys):
+    config = tmp_path / "fit.toml"
+    config.write_text('target = "y"\nepochs = 7\nlr = 0.2\nmodel = "mlp"\n'
+                      '[model_args]\nhidden = [3]\nactivation = "tanh"\n')
+    assert main(["fit", str(points), "--config", str(config), "--model-arg", "hidden=[4]", "--epochs", "9",
+                 "--json", "--save", str(tmp_path / "m.pt")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["epochs"] == 9 and "autograd" in report["backend"]
+    model = pyfit.load_checkpoint(tmp_path / "m.pt").model
+    assert model.config["hidden"] == [4] and model.config["activation"] == "tanh"
+    config.write_text('target = "y"\nlearning_rate = 0.1\n')
+    assert main(["fit", str(points), "--config", str(config)]) == 2
+    assert "unknown key 'learning_rate'" in capsys.readouterr().err
+
+
+def test_parse_value():
+    assert [parse_value(v) for v in ("3", "-0.5", "false", "[8, 8]", "relu", "none")] == \
+        [3, -0.5, False, [8, 8], "relu", None]

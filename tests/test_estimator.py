@@ -1,0 +1,98 @@
+"""pyfit.Regressor: scikit-learn's estimator checks, nested parameters, Pipeline and GridSearchCV."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import Pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import pyfit  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@parametrize_with_checks([pyfit.Regressor()])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def _curve(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, n)
+    return x.reshape(-1, 1), 0.5 - x + 2 * x ** 2 + 0.01 * rng.standard_normal(n)
+
+
+def test_fit_predict_score():
+    X, y = _curve()
+    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 2}, lr=0.3, epochs=2000, random_state=0)
+    assert reg.fit(X, y) is reg
+    assert reg.score(X, y) > 0.99 and reg.n_features_in_ == 1 and reg.n_iter_ == 2000
+    assert reg.predict(X).dtype == np.float64 and len(reg.history_["loss"]) == 2000
+
+
+def test_nested_parameters_and_clone():
+    kwargs = {"degree": 2}
+    reg = pyfit.Regressor(model="polynomial", model_kwargs=kwargs)
+    assert reg.get_params()["model_kwargs__degree"] == 2
+    reg.set_params(model_kwargs__degree=4, optimizer_kwargs__momentum=0.9)
+    assert reg.model_kwargs == {"degree": 4} and reg.optimizer_kwargs == {"momentum": 0.9}
+    assert kwargs == {"degree": 2}  # the caller's dict is not changed
+    copy = clone(reg)
+    assert copy.get_params()["model_kwargs__degree"] == 4 and copy.optimizer_kwargs == {"momentum": 0.9}
+
+
+def test_pipeline_and_grid_search_over_nested_parameters():
+    X, y = _curve()
+    pipeline = Pipeline([("scale", StandardScaler()),
+                         ("reg", pyfit.Regressor(model="polynomial", lr=0.05, epochs=300, random_state=0))])
+    search = GridSearchCV(pipeline, {"reg__model_kwargs__degree": [1, 2],
+                                     "reg__optimizer_kwargs__momentum": [0.0, 0.9]}, cv=3)
+    search.fit(X, y)
+    assert search.best_params_["reg__model_kwargs__degree"] == 2
+    assert search.score(X, y) > 0.95
+
+
+def test_partial_fit_and_warm_start_continue_training():
+    X, y = _curve()
+    reg = pyfit.Regressor(lr=0.1, random_state=0, optimizer_kwargs={"momentum": 0.5})
+    reg.partial_fit(X, y)
+    optimizer = reg.optimizer_
+    reg.partial_fit(X, y, epochs=4)
+    assert reg.n_iter_ == 5 and reg.optimizer_ is optimizer and len(reg.history_["loss"]) == 5
+    with pytest.raises(ValueError, match="features"):
+        reg.partial_fit(np.hstack([X, X]), y)
+
+    warm = pyfit.Regressor(lr=0.1, epochs=10, warm_start=True, random_state=0).fit(X, y)
+    model = warm.model_
+    warm.fit(X, y)
+    assert warm.n_iter_ == 20 and warm.model_ is model
+    cold = pyfit.Regressor(lr=0.1, epochs=10, random_state=0).fit(X, y)
+    first = cold.model_
+    cold.fit(X, y)
+    assert cold.n_iter_ == 10 and cold.model_ is not first
+
+
+def test_import_pyfit_never_imports_sklearn():
+    # None in sys.modules is how Python spells "not installed" to import and to importlib.util.find_spec
+    code = ("import sys\n"
+            "sys.modules['sklearn'] = None\n"
+            "import pyfit\n"
+            "assert sys.modules['sklearn'] is None and not [m for m in sys.modules if m.startswith('sklearn.')]\n"
+            "pyfit.fit('linear', [0.0, 1.0], [1.0, 2.0], epochs=2)\n"
+            "try:\n"
+            "    pyfit.Regressor\n"
+            "except ImportError as error:\n"
+            "    print('blocked:', error)\n")
+    env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "blocked:" in out.stdout and "sklearn" in out.stdout
