@@ -62,23 +62,33 @@ class SGD(torch.optim.SGD):
         return loss
 
 
-def _torch_optimizer(cls: type, description: str) -> None:
-    class Checked(cls):  # type: ignore[misc, valid-type]
-        __doc__ = cls.__doc__
+class _CheckedSettings:
+    """Runs pyfit's settings checks before a torch optimizer's own constructor."""
 
-        def __init__(self, params: Iterable[Any], **kwargs: Any):
-            check_optimizer_settings(kwargs)
-            super().__init__(params, **kwargs)
-
-    Checked.__name__ = Checked.__qualname__ = cls.__name__
-    Checked.__module__ = __name__
-    OPTIMIZERS.register(cls.__name__.lower(), Checked, description=description)
+    def __init__(self, params: Iterable[Any], **kwargs: Any):
+        check_optimizer_settings(kwargs)
+        super().__init__(params, **kwargs)
 
 
-_torch_optimizer(torch.optim.Adam, "Adam (torch.optim.Adam)")
-_torch_optimizer(torch.optim.AdamW, "Adam with decoupled weight decay (torch.optim.AdamW)")
-_torch_optimizer(torch.optim.RMSprop, "RMSprop (torch.optim.RMSprop)")
-_torch_optimizer(torch.optim.Adagrad, "Adagrad (torch.optim.Adagrad)")
+# module-level classes, so that an optimizer (and a fitted estimator holding one) pickles
+@OPTIMIZERS.register("adam", description="Adam (torch.optim.Adam)")
+class Adam(_CheckedSettings, torch.optim.Adam):
+    """torch.optim.Adam with pyfit's settings checks."""
+
+
+@OPTIMIZERS.register("adamw", description="Adam with decoupled weight decay (torch.optim.AdamW)")
+class AdamW(_CheckedSettings, torch.optim.AdamW):
+    """torch.optim.AdamW with pyfit's settings checks."""
+
+
+@OPTIMIZERS.register("rmsprop", description="RMSprop (torch.optim.RMSprop)")
+class RMSprop(_CheckedSettings, torch.optim.RMSprop):
+    """torch.optim.RMSprop with pyfit's settings checks."""
+
+
+@OPTIMIZERS.register("adagrad", description="Adagrad (torch.optim.Adagrad)")
+class Adagrad(_CheckedSettings, torch.optim.Adagrad):
+    """torch.optim.Adagrad with pyfit's settings checks."""
 
 
 def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:

@@ -1,6 +1,7 @@
 """Registries: registration, lookup, errors, and conformance of every registered entry."""
 
 import inspect
+import pickle
 
 import pytest
 import torch
@@ -102,6 +103,8 @@ def test_every_optimizer_is_a_torch_optimizer_that_lowers_a_quadratic(name):
     assert float((p ** 2).sum()) < start
     restored = pyfit.build_optimizer(name, [torch.nn.Parameter(p.detach().clone())], lr=0.1)
     restored.load_state_dict(opt.state_dict())
+    # a fitted scikit-learn estimator holds its optimizer, and estimators get pickled
+    assert type(pickle.loads(pickle.dumps(opt))) is type(opt)
 
 
 @pytest.mark.parametrize("name", pyfit.SCHEDULERS.names())
