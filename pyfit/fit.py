@@ -59,7 +59,9 @@ def _resolve_model(model: Any, X: torch.Tensor, y: torch.Tensor, seed: Optional[
             built = factory(**kwargs)
     if not isinstance(built, nn.Module):
         raise TypeError(f"the model factory returned {type(built).__name__}, not a torch.nn.Module")
-    return built.to(X.dtype)
+    if any(p.dtype != X.dtype for p in built.parameters()):
+        built = built.to(X.dtype)
+    return built
 
 
 def _resolve_optimizer(optimizer: Any, model: nn.Module, lr: Optional[float],

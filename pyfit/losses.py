@@ -158,6 +158,8 @@ class _TwoArgumentLoss(Loss):
 
 
 def _takes_model(function: Any) -> bool:
+    if isinstance(function, Loss):
+        return True
     target = function.forward if isinstance(function, nn.Module) else function
     try:
         parameters = inspect.signature(target).parameters
