@@ -7,8 +7,6 @@
 namespace pyfit {
 namespace {
 
-using at::vec::Vectorized;
-
 // One param's slice of the concatenated element space, as raw contiguous storage.
 struct Segment {
   void* param;
@@ -19,29 +17,82 @@ struct Segment {
   bool first;
 };
 
-template <typename scalar_t>
-void sgd_range(const Segment& s, int64_t begin, int64_t end, const SgdCoefficients& c,
+// The update over one contiguous range, as a plain loop that the compiler
+// vectorizes. at::vec in an extension is compiled for the baseline ISA only, which
+// made this loop compute bound; so the loop is built twice, once for AVX2+FMA
+// (picked at run time when the CPU has it) and once for the baseline. The flags
+// are template parameters so that each variant is a branch-free loop.
+template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov>
+__attribute__((always_inline)) inline void sgd_loop(T* __restrict p, T* __restrict g,
+                                                    T* __restrict b, int64_t n, T sign, T neg_lr,
+                                                    T decay, T momentum, T one_minus_dampening,
+                                                    bool zero_grads) {
+  for (int64_t i = 0; i < n; ++i) {
+    T d_p = sign * g[i];
+    if (Decay) d_p = d_p + decay * p[i];
+    if (Momentum) {
+      const T buf = First ? d_p : b[i] * momentum + one_minus_dampening * d_p;
+      b[i] = buf;
+      d_p = Nesterov ? d_p + momentum * buf : buf;
+    }
+    p[i] = p[i] + neg_lr * d_p;
+  }
+  if (zero_grads) std::fill(g, g + n, T(0));
+}
+
+template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov>
+__attribute__((target("avx2,fma"))) void sgd_loop_avx2(T* p, T* g, T* b, int64_t n, T sign,
+                                                       T neg_lr, T decay, T momentum, T damp,
+                                                       bool zero_grads) {
+  sgd_loop<T, Decay, Momentum, First, Nesterov>(p, g, b, n, sign, neg_lr, decay, momentum, damp,
+                                                zero_grads);
+}
+
+template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov>
+void sgd_loop_base(T* p, T* g, T* b, int64_t n, T sign, T neg_lr, T decay, T momentum, T damp,
+                   bool zero_grads) {
+  sgd_loop<T, Decay, Momentum, First, Nesterov>(p, g, b, n, sign, neg_lr, decay, momentum, damp,
+                                                zero_grads);
+}
+
+inline bool cpu_has_avx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov>
+void sgd_loop_for_cpu(const Segment& s, int64_t lo, int64_t hi, const SgdCoefficients& c,
+                      bool zero_grads) {
+  T* p = static_cast<T*>(s.param) + lo;
+  T* g = static_cast<T*>(s.grad) + lo;
+  T* b = s.buf ? static_cast<T*>(s.buf) + lo : nullptr;
+  const T sign = c.maximize ? T(-1) : T(1);
+  auto loop = cpu_has_avx2() ? &sgd_loop_avx2<T, Decay, Momentum, First, Nesterov>
+                             : &sgd_loop_base<T, Decay, Momentum, First, Nesterov>;
+  loop(p, g, b, hi - lo, sign, static_cast<T>(-c.lr), static_cast<T>(c.weight_decay),
+       static_cast<T>(c.momentum), static_cast<T>(1 - c.dampening), zero_grads);
+}
+
+template <typename T>
+void sgd_range(const Segment& s, int64_t lo, int64_t hi, const SgdCoefficients& c,
                bool zero_grads) {
-  using Vec = Vectorized<scalar_t>;
-  constexpr int64_t W = Vec::size();
-  scalar_t* p = static_cast<scalar_t*>(s.param);
-  scalar_t* g = static_cast<scalar_t*>(s.grad);
-  scalar_t* b = static_cast<scalar_t*>(s.buf);
-  const bool has_buf = b != nullptr;
-  int64_t i = begin;
-  for (; i + W <= end; i += W) {
-    Vec buf = has_buf ? Vec::loadu(b + i) : Vec(scalar_t(0));
-    const Vec out = sgd_step<Vec, scalar_t>(Vec::loadu(p + i), Vec::loadu(g + i), buf, s.first, c);
-    out.store(p + i);
-    if (has_buf) buf.store(b + i);
-    if (zero_grads) Vec(scalar_t(0)).store(g + i);
-  }
-  for (; i < end; ++i) {
-    scalar_t buf = has_buf ? b[i] : scalar_t(0);
-    p[i] = sgd_step<scalar_t, scalar_t>(p[i], g[i], buf, s.first, c);
-    if (has_buf) b[i] = buf;
-    if (zero_grads) g[i] = scalar_t(0);
-  }
+  const bool decay = c.weight_decay != 0, momentum = c.momentum != 0;
+  // (decay, momentum, first, nesterov) -> one of the compiled variants
+  using Fn = void (*)(const Segment&, int64_t, int64_t, const SgdCoefficients&, bool);
+  static const Fn variants[16] = {
+#define PYFIT_V(i) &sgd_loop_for_cpu<T, bool((i) & 8), bool((i) & 4), bool((i) & 2), bool((i) & 1)>
+      PYFIT_V(0),  PYFIT_V(1),  PYFIT_V(2),  PYFIT_V(3),  PYFIT_V(4),  PYFIT_V(5),
+      PYFIT_V(6),  PYFIT_V(7),  PYFIT_V(8),  PYFIT_V(9),  PYFIT_V(10), PYFIT_V(11),
+      PYFIT_V(12), PYFIT_V(13), PYFIT_V(14), PYFIT_V(15),
+#undef PYFIT_V
+  };
+  const int index = (decay ? 8 : 0) | (momentum ? 4 : 0) | (momentum && s.first ? 2 : 0) |
+                    (momentum && c.nesterov ? 1 : 0);
+  variants[index](s, lo, hi, c, zero_grads);
 }
 
 void sgd_update_cpu(at::TensorList params, at::TensorList grads,
