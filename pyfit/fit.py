@@ -29,6 +29,7 @@ from .validation import (
     check_features,
     check_fit_data,
     check_optimizer_settings,
+    check_outputs,
     check_positive_int,
     check_resume_settings,
 )
@@ -110,13 +111,6 @@ def _epoch_only(scheduler: Any) -> bool:
     return isinstance(scheduler, lr_scheduler.LRScheduler)
 
 
-def _check_output_shape(model: nn.Module, y: torch.Tensor) -> None:
-    expected = getattr(model, "out_features", None)
-    outputs = y.shape[1] if y.dim() == 2 else 1
-    if expected is not None and expected != outputs:
-        raise ValueError(f"y has {outputs} output column(s), but the model gives {expected}")
-
-
 def fit(
     model: Any,
     X: Any,
@@ -180,7 +174,7 @@ def fit(
         X, y = X.to(device), y.to(device)
     built = _resolve_model(model, X, y, seed, model_kwargs)
     check_features(X, getattr(built, "in_features", None))
-    _check_output_shape(built, y)
+    check_outputs(y, getattr(built, "out_features", None))
     loss_fn = build_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else as_loss(loss)
     if loss_kwargs and not isinstance(loss, str):
         raise TypeError("loss_kwargs only applies when the loss is given by name")
@@ -192,7 +186,8 @@ def fit(
         if not all(hasattr(callback, hook) for hook in ("on_fit_start", "on_epoch_end", "on_fit_end")):
             raise TypeError(f"{type(callback).__name__} is not a callback: it needs on_fit_start, "
                             "on_epoch_end and on_fit_end (subclass pyfit.Callback)")
-    if sched is not None and not _epoch_only(sched):
+    epoch_only = _epoch_only(sched)
+    if not epoch_only:
         callbacks.append(LRScheduling(sched))
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
@@ -208,7 +203,7 @@ def fit(
                               saved["epoch"], epochs)
         restore(saved, resume_from, model=built, optimizer=opt, scheduler=sched, state=state)
     runner = _paths.choose(built, loss_fn, opt, X, y, batch_size, shuffle, generator,
-                           precomputed_scheduler=sched if _epoch_only(sched) else None)
+                           precomputed_scheduler=sched if epoch_only else None)
 
     def result() -> FitResult:
         return FitResult(

@@ -96,6 +96,13 @@ def check_features(X: Tensor, expected: Optional[int], what: str = "the model") 
         raise InputError(f"X has {X.shape[1]} features, but {what} takes {expected}")
 
 
+def check_outputs(y: Tensor, expected: Optional[int]) -> None:
+    """Refuse targets whose column count differs from the model's outputs."""
+    outputs = y.shape[1] if y.dim() == 2 else 1
+    if expected is not None and expected != outputs:
+        raise InputError(f"y has {outputs} output column(s), but the model gives {expected}")
+
+
 def check_positive(name: str, value: Any) -> None:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise InputError(f"{name} must be a finite number > 0, got {value!r}")
