@@ -71,10 +71,8 @@ def registry_name(registry: Registry, obj: Any) -> Optional[str]:
         return registry.entry(obj).name
     if obj is None:
         return None
-    for entry in registry.entries():
-        if inspect.isclass(entry.obj) and (type(obj) is entry.obj or obj is entry.obj):
-            return entry.name
-    return None
+    entry = registry.entry_of(obj)
+    return None if entry is None else entry.name
 
 
 def _plain(value: Any) -> Any:

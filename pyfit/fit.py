@@ -103,9 +103,9 @@ def _epoch_only(scheduler: Any) -> bool:
         return True
     from .registry import SCHEDULERS
 
-    for entry in SCHEDULERS.entries():
-        if inspect.isclass(entry.obj) and type(scheduler) is entry.obj:
-            return EPOCH_ONLY in entry.flags
+    entry = SCHEDULERS.entry_of(scheduler)
+    if entry is not None:
+        return EPOCH_ONLY in entry.flags
     from torch.optim import lr_scheduler
 
     return isinstance(scheduler, lr_scheduler.LRScheduler)

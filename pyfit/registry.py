@@ -3,7 +3,8 @@
 Each entry carries a one-line description, where it comes from and capability
 flags. Third-party packages add entries through entry points (groups
 ``pyfit.models``, ``pyfit.losses``, ``pyfit.optimizers``, ``pyfit.schedulers``),
-discovered on the first lookup or listing, never at ``import pyfit``.
+discovered on the first listing, or the first lookup of a name not registered in
+code, never at ``import pyfit``: a built-in never waits on a plugin's import.
 
 Clashes follow one rule: a built-in (or a name registered in code) is never
 replaced by a plugin, and between two plugins the distribution whose name sorts
@@ -141,7 +142,7 @@ class Registry:
         try:
             obj = point.load()
             why = self._wrong_kind(obj)
-        except Exception as error:  # a broken plugin must not break pyfit
+        except (Exception, SystemExit) as error:  # a broken plugin must not break pyfit; Ctrl-C still stops it
             why = f"{type(error).__name__}: {error}"
         if why:
             failed.append(FailedPlugin(self.group or "", point.name, point.value, dist, why))
@@ -160,9 +161,14 @@ class Registry:
             return
         staged[key] = Entry(key, obj, _describe(obj), f"plugin {dist}", frozenset(getattr(obj, "flags", ())))
 
+    def _own(self, key: Any) -> Optional[Entry]:
+        """The entry registered in code (built-in or by the user) under ``key``, without discovering plugins."""
+        entry = self._entries.get(key) if isinstance(key, str) else None
+        return entry if entry is not None and not entry.source.startswith("plugin") else None
+
     def has_own(self, name: str) -> bool:
         """Whether ``name`` is registered in code (built-in or by the user), without discovering plugins."""
-        return self._key(name) in self._entries and not self._entries[self._key(name)].source.startswith("plugin")
+        return self._own(self._key(name)) is not None
 
     # -- looking up ------------------------------------------------------------
     def _key(self, name: str) -> str:
@@ -170,8 +176,11 @@ class Registry:
 
     def entry(self, name: str) -> Entry:
         """The entry for ``name``; an unknown name lists what exists and suggests the closest."""
-        self._load_plugins()
         key = self._key(name)
+        own = self._own(key)
+        if own is not None:  # code-registered names always win a clash, so plugins cannot change the answer
+            return own
+        self._load_plugins()
         try:
             return self._entries[key]
         except (KeyError, TypeError):
@@ -185,8 +194,26 @@ class Registry:
         return self.entry(name).obj
 
     def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if self._own(self._key(name)) is not None:
+            return True
         self._load_plugins()
-        return isinstance(name, str) and self._key(name) in self._entries
+        return self._key(name) in self._entries
+
+    def entry_of(self, obj: Any) -> Optional[Entry]:
+        """The entry whose class ``obj`` is (or is an instance of, exactly), or None.
+
+        Code-registered entries are searched first, so asking about a built-in
+        imports no plugin.
+        """
+        def match(entry: Entry) -> bool:
+            return inspect.isclass(entry.obj) and (type(obj) is entry.obj or obj is entry.obj)
+
+        for entry in self._entries.values():
+            if not entry.source.startswith("plugin") and match(entry):
+                return entry
+        return next((entry for entry in self.entries() if match(entry)), None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -132,6 +132,40 @@ def test_broken_plugin_warns_and_spares_the_others(site, value, cause):
     assert len(failed) == 1 and failed[0].distribution == "pyfit-test-broken 1.0" and cause in failed[0].reason
 
 
+def test_a_plugin_that_exits_at_import_is_reported_and_spares_the_built_ins(site):
+    mod = unique("exits")
+    make_distribution(site, "pyfit-test-exits", {"pyfit.losses": {"t_exits": f"{mod}:f"}},
+                      {mod: "raise SystemExit(3)\n"})
+    losses = pyfit.LOSSES
+    losses._plugins_loaded = False  # the site fixture puts the registry back afterwards
+    with pytest.warns(RuntimeWarning, match=r"'t_exits'.*pyfit-test-exits 1\.0.*SystemExit: 3"):
+        names = losses.names()
+    assert "mse" in names and "t_exits" not in names
+    assert [f.name for f in losses.failed_plugins] == ["t_exits"]
+    assert losses.entry("mse").source == "built-in"
+
+
+def test_looking_up_a_built_in_imports_no_plugin(site):
+    # a plugin whose import would hang (or exit) must not stall a fit that names only built-ins
+    marker = site / "imported"
+    mod = unique("slow")
+    make_distribution(site, "pyfit-test-slow", {group: {"t_slow": f"{mod}:f"} for group in
+                                                ("pyfit.models", "pyfit.losses", "pyfit.optimizers",
+                                                 "pyfit.schedulers")},
+                      {mod: f"open({str(marker)!r}, 'w').close()\nraise SystemExit('would hang here')\n"})
+    for registry in (pyfit.MODELS, pyfit.LOSSES, pyfit.OPTIMIZERS, pyfit.SCHEDULERS):
+        registry._plugins_loaded = False
+    x = torch.linspace(0, 1, 20)
+    result = pyfit.fit("linear", x, 2 * x, loss="mse", optimizer="sgd", scheduler="step", lr=0.1, epochs=5,
+                       scheduler_kwargs={"step_size": 2})
+    assert result.stop_reason == "completed"
+    assert "mse" in pyfit.LOSSES and pyfit.OPTIMIZERS.entry_of(result.optimizer).name == "sgd"
+    assert not marker.exists(), "a lookup of built-in names imported a plugin"
+    with pytest.warns(RuntimeWarning, match="t_slow"):
+        assert "t_slow" not in pyfit.LOSSES  # an unknown name does discover plugins
+    assert marker.exists()
+
+
 def test_strict_plugins_turns_a_broken_plugin_into_an_error(site, monkeypatch):
     make_distribution(site, "pyfit-test-broken", {"pyfit.losses": {"t_bad": f"{unique('missing')}:f"}})
     monkeypatch.setenv("PYFIT_STRICT_PLUGINS", "1")
@@ -148,10 +182,12 @@ def test_a_plugin_never_replaces_a_built_in(site):
     make_distribution(site, "pyfit-test-clash", {"pyfit.models": {"Linear": f"{mod}:Scaled"}}, {mod: GOOD_PLUGIN})
     models = fresh()[0]
     models.register("linear", pyfit.Linear)
+    assert models.entry("linear").obj is pyfit.Linear  # answered without discovering plugins
     with pytest.warns(RuntimeWarning, match=r"'linear' from pyfit-test-clash 1\.0 .*clashes.*keeping the one from "
                                             r"built-in"):
-        entry = models.entry("linear")
-    assert entry.obj is pyfit.Linear and entry.source == "built-in"
+        names = models.names()
+    entry = models.entry("linear")
+    assert "linear" in names and entry.obj is pyfit.Linear and entry.source == "built-in"
 
 
 def test_between_two_plugins_the_first_distribution_by_name_wins(site):
