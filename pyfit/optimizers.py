@@ -24,17 +24,21 @@ _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel_runs_on(device_type: str) -> bool:
-    """Whether pyfit's SGD kernel has an implementation for tensors on this device type."""
-    if device_type == "cpu":
-        return True
-    if device_type != "cuda":
-        return False
+def _kernel_runs_on_cuda() -> bool:
+    """Whether pyfit's SGD kernel was built for CUDA tensors (the compiled ops with CUDA)."""
     ops.backend()  # loads the compiled ops, if there are any
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key("pyfit::sgd_update_", "CUDA")
     except RuntimeError:  # no compiled ops: torch's own update runs CUDA tensors
         return False
+
+
+def _kernel_takes(param: Tensor, grad: Tensor, buf: Optional[Tensor]) -> bool:
+    """Whether the kernel computes torch's update of this param: dense float32/float64 on a
+    device it was built for (a few attribute reads)."""
+    return (param.dtype in _KERNEL_DTYPES and grad.layout == torch.strided
+            and (buf is None or buf.dtype == param.dtype)
+            and (param.is_cpu or (param.is_cuda and _kernel_runs_on_cuda())))
 
 
 def _plain_number(value: Any) -> bool:
@@ -95,30 +99,33 @@ class SGD(torch.optim.SGD):
                 and not isinstance(group["momentum"], Tensor) and not isinstance(group["dampening"], Tensor))
 
     def _step_group(self, group: dict) -> None:
-        params: List[Tensor] = []
-        grads: List[Tensor] = []
-        buffers: List[Optional[Tensor]] = []
-        # torch's own gathering: params with a grad, their buffers, and its checks for fused=True
-        self._init_group(group, params, grads, buffers)
         momentum = group["momentum"]
-        if momentum == 0:
-            buffers = [None] * len(params)
-        mine: List[int] = []
-        theirs: List[int] = []
         if self._kernel_takes_group(group):
-            for i, (param, grad, buf) in enumerate(zip(params, grads, buffers)):
-                fits = (param.dtype in _KERNEL_DTYPES and grad.layout == torch.strided
-                        and (buf is None or buf.dtype == param.dtype) and _kernel_runs_on(param.device.type))
-                (mine if fits else theirs).append(i)
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            if momentum != 0:  # a state entry only for a param with a grad, as torch's
+                buffers = [self.state[p].get("momentum_buffer") for p in params]
+            else:
+                buffers = [None] * len(params)
+            mine = [_kernel_takes(p, g, b) for p, g, b in zip(params, grads, buffers)]
         else:
-            theirs = list(range(len(params)))
-        # SGD updates each param on its own, so the two routes may split a group
-        for update, which in ((self._kernel_update, mine), (self._torch_update, theirs)):
-            if which:
-                new = update(group, [params[i] for i in which], [grads[i] for i in which],
-                             [buffers[i] for i in which])
-                for i, buf in zip(which, new):
-                    buffers[i] = buf
+            params, grads, buffers = [], [], []
+            # torch's own gathering, with its checks for fused=True
+            self._init_group(group, params, grads, buffers)
+            if momentum == 0:
+                buffers = [None] * len(params)
+            mine = [False] * len(params)
+        if all(mine):  # the common case: the kernel takes the whole group
+            buffers = self._kernel_update(group, params, grads, buffers)
+        else:
+            # SGD updates each param on its own, so the two routes may split a group
+            for update, route in ((self._kernel_update, True), (self._torch_update, False)):
+                which = [i for i, fits in enumerate(mine) if fits == route]
+                if which:
+                    new = update(group, [params[i] for i in which], [grads[i] for i in which],
+                                 [buffers[i] for i in which])
+                    for i, buf in zip(which, new):
+                        buffers[i] = buf
         if momentum != 0:
             for param, buf in zip(params, buffers):
                 self.state[param]["momentum_buffer"] = buf
