@@ -7,6 +7,7 @@ schedulers and ``state_dict`` save/load work as users expect.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Iterable, List, Optional
 
 import torch
@@ -151,11 +152,14 @@ class SGD(torch.optim.SGD):
 
 
 class _CheckedSettings:
-    """Runs pyfit's settings checks before a torch optimizer's own constructor."""
+    """Runs pyfit's settings checks before a torch optimizer's own constructor, which takes
+    the same arguments, positional ones included."""
 
-    def __init__(self, params: Iterable[Any], **kwargs: Any):
-        check_optimizer_settings(kwargs, as_torch=True)
-        super().__init__(params, **kwargs)
+    def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any):
+        torch_init = super().__init__
+        settings = inspect.signature(torch_init).bind(params, *args, **kwargs).arguments
+        check_optimizer_settings({k: v for k, v in settings.items() if k != "params"}, as_torch=True)
+        torch_init(params, *args, **kwargs)
 
 
 # module-level classes, so that an optimizer (and a fitted estimator holding one) pickles

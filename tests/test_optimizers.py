@@ -295,3 +295,15 @@ def test_settings_torch_accepts_are_accepted(cls, torch_cls, kw):
         assert mine == theirs
     else:
         torch.testing.assert_close(mine, theirs)
+
+
+@pytest.mark.parametrize("cls, torch_cls, args", [
+    (pyfit.SGD, torch.optim.SGD, (0.1, 0.9, 0, 0.01, True)),
+    (pyfit.optimizers.Adam, torch.optim.Adam, (0.01, (0.8, 0.9), 1e-6, 0.1, True)),
+    (pyfit.optimizers.AdamW, torch.optim.AdamW, (0.01, (0.8, 0.9))),
+    (pyfit.optimizers.RMSprop, torch.optim.RMSprop, (0.01, 0.9, 1e-6, 0.1, 0.5, True)),
+    (pyfit.optimizers.Adagrad, torch.optim.Adagrad, (0.1, 0.01, 0.1, 0.2)),
+], ids=lambda v: getattr(v, "__name__", None) or str(v))
+def test_positional_settings_are_taken_as_torch_takes_them(cls, torch_cls, args):
+    p = torch.nn.Parameter(torch.ones(2))
+    assert cls([p], *args).defaults == torch_cls([p], *args).defaults
