@@ -26,10 +26,11 @@ PYFIT_CLASS = {
 }
 INFOS = [info for info in optim_db if info.optim_cls in PYFIT_CLASS]
 STEPS = 4
-# float32: within 1e-6 of torch (the fused kernel may round an FMA differently); float64 tighter
+# float32: within 1e-6 of torch (pyfit's fused kernel may round a multiply-add differently);
+# float64 tighter
 TOLERANCE = {torch.float32: dict(rtol=1e-6, atol=1e-6), torch.float64: dict(rtol=1e-12, atol=1e-12)}
 
-# Each param is a view of a freshly cloned base, so every copy keeps its layout:
+# Every param (and grad) is a view of a base of its own, so that each copy keeps its layout:
 # (base shape, view of the base)
 PARAM_LAYOUTS = [
     ((), lambda t: t),                   # 0-dim
@@ -92,20 +93,20 @@ def gradient_sequence(dtype):
     return steps
 
 
+def laid_out(value, layout):
+    """A copy of ``value`` laid out as ``layout`` (a PARAM_LAYOUTS entry) says, in its own storage."""
+    shape, view = layout
+    return view(torch.zeros(shape, dtype=value.dtype)).copy_(value)
+
+
 def leaf_params(values):
-    """Params holding ``values``, each laid out as PARAM_LAYOUTS says (its own storage)."""
-    params = []
-    for value, (shape, view) in zip(values, PARAM_LAYOUTS):
-        param = view(torch.zeros(shape, dtype=value.dtype))
-        param.copy_(value)
-        params.append(torch.nn.Parameter(param))
-    return params
+    return [torch.nn.Parameter(laid_out(value, layout)) for value, layout in zip(values, PARAM_LAYOUTS)]
 
 
 def take_step(optimizer, params, grads):
     """One step; returns None, or the error it raised (type and message) for comparison."""
-    for param, grad in zip(params, grads):
-        param.grad = None if grad is None else grad.clone()
+    for param, grad, layout in zip(params, grads, PARAM_LAYOUTS):
+        param.grad = None if grad is None else laid_out(grad, layout)
     try:
         optimizer.step()
     except (RuntimeError, TypeError, ValueError) as error:
