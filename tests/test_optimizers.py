@@ -118,9 +118,9 @@ def test_sgd_state_dict_has_no_entry_for_a_param_without_grad():
 
 
 def scaled_sgd_steps(cls, grad_factors, **kw):
-    """Steps of ``cls(fused=True)`` under a CPU GradScaler (scale 100): the param after each."""
+    """Steps of ``cls`` under a CPU GradScaler (scale 100): the param after each."""
     p = torch.nn.Parameter(torch.ones(3))
-    optimizer = cls([p], lr=1.0, fused=True, **kw)
+    optimizer = cls([p], lr=1.0, **kw)
     scaler = torch.amp.GradScaler("cpu", init_scale=100.0)
     seen = []
     for factor in grad_factors:
@@ -132,15 +132,17 @@ def scaled_sgd_steps(cls, grad_factors, **kw):
     return seen
 
 
-def test_fused_sgd_under_grad_scaler_unscales_and_skips_inf_steps():
+@pytest.mark.parametrize("fused", [True, None])  # fused: the optimizer unscales; None: the scaler does
+def test_sgd_under_grad_scaler_unscales_and_skips_inf_steps(fused):
     # grads 1, 1, inf, 1: each finite one is unscaled to 1 (lr 1), the inf one is skipped
-    seen = scaled_sgd_steps(pyfit.SGD, [1.0, 1.0, float("inf"), 1.0])
+    seen = scaled_sgd_steps(pyfit.SGD, [1.0, 1.0, float("inf"), 1.0], fused=fused)
     expected = [torch.full((3,), v) for v in (0.0, -1.0, -1.0, -2.0)]
     torch.testing.assert_close(seen, expected)
-    # with momentum too, exactly what torch's fused SGD does
+    # with momentum too, exactly what torch's SGD does
     factors = [1.0, 2.0, float("inf"), 0.5, -1.0]
-    torch.testing.assert_close(scaled_sgd_steps(pyfit.SGD, factors, momentum=0.9, weight_decay=0.1),
-                               scaled_sgd_steps(torch.optim.SGD, factors, momentum=0.9, weight_decay=0.1))
+    kw = dict(momentum=0.9, weight_decay=0.1, fused=fused)
+    torch.testing.assert_close(scaled_sgd_steps(pyfit.SGD, factors, **kw),
+                               scaled_sgd_steps(torch.optim.SGD, factors, **kw))
 
 
 def test_fused_sgd_with_momentum_equals_torch_over_steps():
