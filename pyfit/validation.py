@@ -142,25 +142,17 @@ def check_optimizer_settings(settings: dict, *, as_torch: bool = False) -> None:
         return value
 
     # torch leaves dampening unchecked; a fit refuses a negative one
-    checked = ("momentum", "weight_decay", "alpha", "lr_decay", "eps", "initial_accumulator_value")
+    checked = ("lr", "momentum", "weight_decay", "alpha", "lr_decay", "eps", "initial_accumulator_value")
     if not as_torch:
         checked += ("dampening",)
-    if "lr" in settings:
-        lr = number("lr")
-        if as_torch:
-            if lr < 0:
-                raise InputError(f"lr must be a number >= 0, got {settings['lr']!r}")
-        else:
-            check_positive("lr", lr)
     for key in checked:
         if settings.get(key) is None:
             continue
         value = number(key)
-        if as_torch:
-            if value < 0:
-                raise InputError(f"{key} must be a number >= 0, got {settings[key]!r}")
-        else:
-            check_non_negative(key, value)
+        if not as_torch:
+            (check_positive if key == "lr" else check_non_negative)(key, value)
+        elif value < 0:
+            raise InputError(f"{key} must be a number >= 0, got {settings[key]!r}")
     if "betas" in settings:
         betas = tuple(settings["betas"])
         values = [b.item() if isinstance(b, Tensor) and b.numel() == 1 else b for b in betas]
@@ -173,6 +165,7 @@ def check_optimizer_settings(settings: dict, *, as_torch: bool = False) -> None:
                              f"{settings.get('momentum', 0)!r}")
         if settings.get("dampening", 0):
             raise InputError(f"nesterov=True needs dampening=0, got dampening={settings['dampening']!r}")
+
 
 def check_checkpoint_settings(checkpoint: Any, every: Any, resume_from: Any) -> None:
     """fit's checkpoint arguments: a path in an existing directory, and a period only with a path."""
