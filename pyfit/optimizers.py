@@ -6,9 +6,13 @@ schedulers and ``state_dict`` save/load work as users expect.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import functools
+import inspect
+from typing import Any, Iterable, List, Optional
 
 import torch
+from torch import Tensor
+from torch.optim.sgd import sgd as torch_sgd  # torch's functional SGD update
 
 from . import ops
 from .registry import OPTIMIZERS
@@ -16,12 +20,43 @@ from .validation import check_optimizer_settings
 
 FUSED_SGD = "fused_sgd"
 
+# what pyfit's fused SGD kernel computes exactly as torch.optim.SGD does
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_runs_on_cuda() -> bool:
+    """Whether pyfit's SGD kernel was built for CUDA tensors (the compiled ops with CUDA)."""
+    ops.backend()  # loads the compiled ops, if there are any
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("pyfit::sgd_update_", "CUDA")
+    except RuntimeError:  # no compiled ops: torch's own update runs CUDA tensors
+        return False
+
+
+def _kernel_takes(param: Tensor, grad: Tensor, buf: Optional[Tensor]) -> bool:
+    """Whether the kernel computes torch's update of this param: dense float32/float64 on a
+    device it was built for (a few attribute reads)."""
+    return (param.dtype in _KERNEL_DTYPES and grad.layout == torch.strided
+            and (buf is None or buf.dtype == param.dtype)
+            and (param.is_cpu or (param.is_cuda and _kernel_runs_on_cuda())))
+
+
+def _plain_number(value: Any) -> bool:
+    """A setting the kernel takes as a float with torch's numbers: a number or a constant tensor."""
+    return not isinstance(value, Tensor) or not value.requires_grad
+
 
 @OPTIMIZERS.register("sgd", description="stochastic gradient descent (momentum, nesterov, weight decay), fused update",
                      flags=(FUSED_SGD,))
 class SGD(torch.optim.SGD):
     """torch.optim.SGD with the same arguments, semantics and state_dict, whose step
-    updates every tensor of a param group in one fused call.
+    updates the dense float32/float64 tensors of a param group in one fused call.
+
+    Everything else torch.optim.SGD takes (half, bfloat16 and complex params,
+    sparse gradients, ``differentiable=True``, ``fused=True`` with a GradScaler,
+    tensor settings that require grad) goes through torch's own update, so the
+    numbers are torch's whichever way a tensor goes.
 
     >>> import torch, pyfit
     >>> p = torch.nn.Parameter(torch.ones(2)); p.grad = torch.ones(2)
@@ -30,44 +65,101 @@ class SGD(torch.optim.SGD):
     tensor([0.5000, 0.5000])
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach=None, differentiable: bool = False, fused=None):
+    # torch's defaults, to the type: they go into state_dict()["param_groups"]
+    def __init__(self, params: Iterable[Any], lr: float | Tensor = 1e-3, momentum: float = 0,
+                 dampening: float = 0, weight_decay: float | Tensor = 0, nesterov: bool = False, *,
+                 maximize: bool = False, foreach: Optional[bool] = None, differentiable: bool = False,
+                 fused: Optional[bool] = None):
         check_optimizer_settings({"lr": lr, "momentum": momentum, "dampening": dampening,
-                                  "weight_decay": weight_decay, "nesterov": nesterov})
+                                  "weight_decay": weight_decay, "nesterov": nesterov}, as_torch=True)
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                          nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
                          fused=fused)
 
-    @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            params = group["params"]
-            grads = [p.grad for p in params]
-            if any(g is not None and g.is_sparse for g in grads):
-                raise RuntimeError("pyfit.SGD does not take sparse gradients; use torch.optim.SGD for them")
-            momentum = group["momentum"]
-            buffers = [self.state[p].get("momentum_buffer") if momentum != 0 else None for p in params]
-            buffers = ops.sgd_update_(
-                params, grads, buffers, lr=group["lr"], momentum=momentum, dampening=group["dampening"],
-                nesterov=group["nesterov"], weight_decay=group["weight_decay"], maximize=group["maximize"])
-            if momentum != 0:
-                for p, g, buf in zip(params, grads, buffers):
-                    if g is not None:
-                        self.state[p]["momentum_buffer"] = buf
+        # as torch's step: autograd records the update only when the optimizer is differentiable
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            for group in self.param_groups:
+                self._step_group(group)
         return loss
+
+    def _kernel_takes_group(self, group: dict) -> bool:
+        """Whether the group's settings let the kernel compute torch's update (a few checks per group).
+
+        torch's fused update unscales by GradScaler's ``grad_scale`` and skips on
+        ``found_inf``; a differentiable step is recorded by autograd; a setting that
+        requires grad is differentiated through. Those stay with torch.
+        """
+        return (not group["fused"] and not torch.is_grad_enabled()
+                and getattr(self, "grad_scale", None) is None and getattr(self, "found_inf", None) is None
+                and _plain_number(group["lr"]) and _plain_number(group["weight_decay"])
+                and not isinstance(group["momentum"], Tensor) and not isinstance(group["dampening"], Tensor))
+
+    def _step_group(self, group: dict) -> None:
+        momentum = group["momentum"]
+        if self._kernel_takes_group(group):
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            if momentum != 0:  # a state entry only for a param with a grad, as torch's
+                buffers = [self.state[p].get("momentum_buffer") for p in params]
+            else:
+                buffers = [None] * len(params)
+            mine = [_kernel_takes(p, g, b) for p, g, b in zip(params, grads, buffers)]
+        else:
+            params, grads, buffers = [], [], []
+            # torch's own gathering, with its checks for fused=True
+            self._init_group(group, params, grads, buffers)
+            if momentum == 0:
+                buffers = [None] * len(params)
+            mine = [False] * len(params)
+        if all(mine):  # the common case: the kernel takes the whole group
+            buffers = self._kernel_update(group, params, grads, buffers)
+        else:
+            # SGD updates each param on its own, so the two routes may split a group
+            for update, route in ((self._kernel_update, True), (self._torch_update, False)):
+                which = [i for i, fits in enumerate(mine) if fits == route]
+                if which:
+                    new = update(group, [params[i] for i in which], [grads[i] for i in which],
+                                 [buffers[i] for i in which])
+                    for i, buf in zip(which, new):
+                        buffers[i] = buf
+        if momentum != 0:
+            for param, buf in zip(params, buffers):
+                self.state[param]["momentum_buffer"] = buf
+
+    @staticmethod
+    def _kernel_update(group: dict, params: List[Tensor], grads: List[Tensor],
+                       buffers: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
+        """pyfit's fused update of dense float32/float64 tensors; returns the buffers after it."""
+        return ops.sgd_update_(params, grads, buffers, lr=group["lr"], momentum=group["momentum"],
+                               dampening=group["dampening"], nesterov=group["nesterov"],
+                               weight_decay=group["weight_decay"], maximize=group["maximize"])
+
+    def _torch_update(self, group: dict, params: List[Tensor], grads: List[Tensor],
+                      buffers: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
+        """torch's own update (any dtype, layout, GradScaler, autograd); returns the buffers after it."""
+        torch_sgd(
+            params, grads, buffers, has_sparse_grad=any(g.is_sparse for g in grads),
+            foreach=group["foreach"], fused=group["fused"], grad_scale=getattr(self, "grad_scale", None),
+            found_inf=getattr(self, "found_inf", None), weight_decay=group["weight_decay"],
+            momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
+            nesterov=group["nesterov"], maximize=group["maximize"])
+        return buffers  # torch's functional update fills in the buffers it creates
 
 
 class _CheckedSettings:
-    """Runs pyfit's settings checks before a torch optimizer's own constructor."""
+    """Runs pyfit's settings checks before a torch optimizer's own constructor, which takes
+    the same arguments, positional ones included."""
 
-    def __init__(self, params: Iterable[Any], **kwargs: Any):
-        check_optimizer_settings(kwargs)
-        super().__init__(params, **kwargs)
+    def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any):
+        torch_init = super().__init__
+        settings = inspect.signature(torch_init).bind(params, *args, **kwargs).arguments
+        check_optimizer_settings({k: v for k, v in settings.items() if k != "params"}, as_torch=True)
+        torch_init(params, *args, **kwargs)
 
 
 # module-level classes, so that an optimizer (and a fitted estimator holding one) pickles

@@ -120,19 +120,44 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> No
         raise InputError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def check_optimizer_settings(settings: dict) -> None:
-    """Hyperparameter checks common to every optimizer, plus SGD's own rules."""
-    if "lr" in settings:
-        lr = settings["lr"]
-        if isinstance(lr, Tensor):
-            lr = float(lr)
-        check_positive("lr", lr)
-    for key in ("momentum", "weight_decay", "dampening", "alpha", "lr_decay", "eps"):
-        if key in settings and settings[key] is not None:
-            check_non_negative(key, settings[key])
+def check_optimizer_settings(settings: dict, *, as_torch: bool = False) -> None:
+    """Hyperparameter checks common to every optimizer, plus SGD's own rules.
+
+    With ``as_torch=True`` (an optimizer class that stands in for torch's) only
+    what torch's optimizers refuse is refused, with pyfit's message: negative
+    values, betas outside [0, 1), nesterov without momentum or with dampening. A
+    number may be a 1-element tensor there, as in torch. Without it (the settings
+    of a fit), every value must also be finite and lr > 0, since a fit at lr 0
+    would do nothing.
+    """
+    def number(key: str) -> Any:
+        value = settings[key]
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise InputError(f"{key} must be a number or a 1-element tensor, "
+                                 f"got a tensor of shape {tuple(value.shape)}")
+            return value.item()
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise InputError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        return value
+
+    # torch leaves dampening unchecked; a fit refuses a negative one
+    checked = ("lr", "momentum", "weight_decay", "alpha", "lr_decay", "eps", "initial_accumulator_value")
+    if not as_torch:
+        checked += ("dampening",)
+    for key in checked:
+        if settings.get(key) is None:
+            continue
+        value = number(key)
+        if not as_torch:
+            (check_positive if key == "lr" else check_non_negative)(key, value)
+        elif value < 0:
+            raise InputError(f"{key} must be a number >= 0, got {settings[key]!r}")
     if "betas" in settings:
         betas = tuple(settings["betas"])
-        if len(betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas):
+        values = [b.item() if isinstance(b, Tensor) and b.numel() == 1 else b for b in betas]
+        if len(values) != 2 or not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1
+                                       for b in values):
             raise InputError(f"betas must be two numbers in [0, 1), got {settings['betas']!r}")
     if settings.get("nesterov"):
         if not settings.get("momentum"):
