@@ -1,24 +1,27 @@
 """The two ways ``fit`` runs epochs, and the loop that drives either.
 
-* fused linear: a model linear in its parameters, a squared-error loss and
-  pyfit's SGD run as ``ops.linear_fit_``: one read of the data per step, many
-  epochs per call when no callback needs to see each epoch.
+* fused linear: a model that declares itself linear in its parameters, a
+  squared-error loss and pyfit's SGD run as ``ops.linear_fit_``: one read of the
+  data per step, many epochs per call when no callback needs to see each epoch.
+  Taken only where it computes what autograd with the same optimizer would.
 * autograd: any model, loss and optimizer, through torch's autograd; pyfit's MSE
   and SGD still run their fused ops there.
 
 Both draw minibatch orders from the same generator in the same sequence, record
 an epoch's loss as measured before that epoch's updates, and stop on a
-non-finite loss with the parameters of before the failure.
+non-finite loss with the parameters, optimizer state and scheduler of the end of
+the last finite epoch.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -26,43 +29,79 @@ from torch import nn
 from . import ops
 from .callbacks import INTERRUPTED, NON_FINITE, FitState
 from .losses import MSELoss, SSELoss
+from .models import LINEAR_IN_PARAMETERS
 from .optimizers import SGD
 
 # about this many multiply-adds per fused call keeps Ctrl-C and progress responsive
 _WORK_PER_CALL = 200_000_000
+# a fused call plans its epochs in Python (learning rates, scheduler steps, row
+# orders): these bound that loop's time and the orders' memory (int64 indices)
+_EPOCHS_PER_CALL = 1 << 16
+_ORDER_ENTRIES_PER_CALL = 1 << 22
+# planning looks at Ctrl-C this often (epochs)
+_PLAN_CHECK_EVERY = 256
+# the param-group settings the fused kernel reads once per call; the learning rate
+# goes per epoch
+_KERNEL_SETTINGS = ("momentum", "dampening", "nesterov", "weight_decay", "maximize")
 
 
-def _orders(generator: torch.Generator, n: int, epochs: int, shuffle: bool, minibatch: bool) -> Optional[torch.Tensor]:
-    if not (shuffle and minibatch):
-        return None
-    return torch.stack([torch.randperm(n, generator=generator) for _ in range(epochs)])
+def _order(generator: torch.Generator, n: int) -> torch.Tensor:
+    """One epoch's row order; every path draws its orders through here, one epoch at a time."""
+    return torch.randperm(n, generator=generator)
 
 
-def _lrs_for(state: FitState, count: int, scheduler: Any) -> torch.Tensor:
-    """The (count,) float64 learning rates of the next epochs, stepping an epoch-only scheduler."""
-    group = state.optimizer.param_groups[0]
-    if scheduler is None:
-        return torch.full((count,), float(group["lr"]), dtype=torch.float64)
-    # the fused call performs this optimizer's steps; tell torch's scheduler so it
-    # does not warn that it is stepped before the optimizer
-    state.optimizer._opt_called = True
-    lrs = []
-    for _ in range(count):
-        lrs.append(float(group["lr"]))
-        scheduler.step()
-    return torch.tensor(lrs, dtype=torch.float64)
+class _Snapshot:
+    """Parameters, optimizer state, param-group settings and scheduler state, to go back to.
+
+    Tensors are cloned (a clone per tensor, no walk through Python objects); the
+    scheduler's small state_dict is copied.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any = None):
+        self.params = [(p, p.detach().clone()) for p in params]
+        owned = [p for group in optimizer.param_groups for p in group["params"]]
+        self.state = {p: {k: (v.clone() if isinstance(v, torch.Tensor) else copy.copy(v))
+                          for k, v in optimizer.state[p].items()}
+                      for p in owned if p in optimizer.state}
+        self.owned = owned
+        self.groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+        self.scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
+
+    def restore(self, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
+        """Put everything back; the snapshot's tensors become the live state (use it once)."""
+        with torch.no_grad():
+            for p, old in self.params:
+                p.copy_(old)
+        for p in self.owned:
+            optimizer.state.pop(p, None)
+        optimizer.state.update(self.state)
+        for group, saved in zip(optimizer.param_groups, self.groups):
+            group.update(saved)
+        if scheduler is not None:
+            scheduler.load_state_dict(self.scheduler_state)
+
+
+def _non_finite_detail(loss: float, epoch: int) -> str:
+    return (f"the loss became {loss} in epoch {epoch}; the model, optimizer and scheduler keep their "
+            "state from before that epoch")
 
 
 class Runner:
     name = "runner"
     work_per_epoch = 1
+    max_epochs_per_call = 1
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
         raise NotImplementedError
 
 
 class FusedLinear(Runner):
-    """Whole epochs of a linear-in-parameters model in one compiled call."""
+    """Whole epochs of a linear-in-parameters model in one compiled call.
+
+    A call covers epochs whose kernel settings (``_KERNEL_SETTINGS``) are the same;
+    where a scheduler changes one, the call ends there, so the result never depends
+    on how the epochs are split into calls.
+    """
 
     def __init__(self, model: nn.Module, reduction: str, optimizer: SGD, X: torch.Tensor, y: torch.Tensor,
                  batch_size: Optional[int], shuffle: bool, generator: torch.Generator, scheduler: Any):
@@ -70,49 +109,86 @@ class FusedLinear(Runner):
             self.features = model.design_matrix(X).contiguous()
         self.targets = y.reshape(y.shape[0], -1).contiguous()
         self.weight, self.bias = model.weight, model.bias
+        self.params = [p for p in (self.weight, self.bias) if p is not None]
         self.optimizer, self.reduction, self.scheduler = optimizer, reduction, scheduler
         n = X.shape[0]
         self.batch_size = None if batch_size is None or batch_size >= n else batch_size
-        self.shuffle, self.generator = shuffle, generator
+        self.shuffled = shuffle and self.batch_size is not None
+        self.generator = generator
         self.work_per_epoch = self.features.numel() * self.targets.shape[1]
+        self.max_epochs_per_call = _EPOCHS_PER_CALL
+        if self.shuffled:
+            self.max_epochs_per_call = max(1, min(_EPOCHS_PER_CALL, _ORDER_ENTRIES_PER_CALL // max(n, 1)))
         self.name = f"{ops.backend()}:fused-linear"
+
+    def _plan(self, count: int, interrupted: Callable[[], bool]):
+        """Up to ``count`` epochs that share the kernel settings: their settings, lrs and row orders.
+
+        Steps the scheduler once per planned epoch, as the epochs will have run.
+        """
+        group = self.optimizer.param_groups[0]
+        settings = {key: group[key] for key in _KERNEL_SETTINGS}
+        if self.scheduler is not None:
+            # the fused call performs this optimizer's steps; tell torch's scheduler so it
+            # does not warn that it is stepped before the optimizer
+            self.optimizer._opt_called = True
+        lrs: List[float] = []
+        orders: List[torch.Tensor] = []
+        while len(lrs) < count:
+            lrs.append(float(group["lr"]))
+            if self.shuffled:
+                orders.append(_order(self.generator, self.features.shape[0]))
+            if self.scheduler is not None:
+                self.scheduler.step()
+                if any(group[key] != settings[key] for key in _KERNEL_SETTINGS):
+                    break
+            if len(lrs) % _PLAN_CHECK_EVERY == 0 and interrupted():
+                break
+        order = torch.stack(orders).to(self.features.device) if orders else None
+        return settings, torch.tensor(lrs, dtype=torch.float64), order
 
     def _buffers(self, momentum: float):
         if momentum == 0:
             return None, None, True
-        params = [p for p in (self.weight, self.bias) if p is not None]
-        found = [self.optimizer.state[p].get("momentum_buffer") for p in params]
+        found = [self.optimizer.state[p].get("momentum_buffer") for p in self.params]
         first = found[0] is None
-        buffers = [torch.zeros_like(p) if b is None else b for p, b in zip(params, found)]
-        for p, b in zip(params, buffers):
+        buffers = [torch.zeros_like(p) if b is None else b for p, b in zip(self.params, found)]
+        for p, b in zip(self.params, buffers):
             self.optimizer.state[p]["momentum_buffer"] = b
         return buffers[0], (buffers[1] if self.bias is not None else None), first
 
-    def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
-        group = self.optimizer.param_groups[0]
-        lrs = _lrs_for(state, count, self.scheduler)
-        order = _orders(self.generator, self.features.shape[0], count, self.shuffle, self.batch_size is not None)
-        if order is not None:
-            order = order.to(self.features.device)
-        weight_buf, bias_buf, first = self._buffers(group["momentum"])
+    def _fit(self, settings: Dict[str, Any], lrs: torch.Tensor, order: Optional[torch.Tensor]) -> List[float]:
+        weight_buf, bias_buf, first = self._buffers(settings["momentum"])
         losses = ops.linear_fit_(
             self.features, self.targets, self.weight.detach(),
             None if self.bias is None else self.bias.detach(), weight_buf, bias_buf,
-            lrs=lrs, order=order, batch_size=self.batch_size,
-            momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
-            weight_decay=group["weight_decay"], maximize=group["maximize"], first_step=first,
-            reduction=self.reduction,
+            lrs=lrs, order=order, batch_size=self.batch_size, first_step=first, reduction=self.reduction,
+            **settings,
         )
-        values = losses.tolist()
+        return losses.tolist()
+
+    def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
+        before = _Snapshot(self.params, self.optimizer, self.scheduler)
+        settings, lrs, order = self._plan(count, interrupted)
+        values = self._fit(settings, lrs, order)
         # NaN and inf survive a sum: one Python-level check instead of a scan per epoch
-        done = count if math.isfinite(sum(values)) else next(
-            (i for i, v in enumerate(values) if not math.isfinite(v)), count)
+        done = len(values) if math.isfinite(sum(values)) else next(
+            i for i, v in enumerate(values) if not math.isfinite(v))
+        if done < len(values):
+            # the kernel kept the last finite step, which may be inside the failed epoch;
+            # go back to the call's start and replay the finite epochs (the kernel is
+            # deterministic), so parameters, buffers and scheduler end where that epoch began
+            before.restore(self.optimizer, self.scheduler)
+            if done:
+                self._fit(settings, lrs[:done], None if order is None else order[:done])
+                if self.scheduler is not None:
+                    for _ in range(done):
+                        self.scheduler.step()
         state.history["loss"].extend(values[:done])
         state.history["lr"].extend(lrs[:done].tolist())
         state.epoch += done
-        if done < count:
-            state.stop(NON_FINITE, f"the loss became {float(losses[done])} in epoch {state.epoch + 1}; the model "
-                                   "keeps the parameters of its last finite step")
+        if done < len(values):
+            state.stop(NON_FINITE, _non_finite_detail(values[done], state.epoch + 1))
 
 
 def _match_prediction(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -143,7 +219,7 @@ class Autograd(Runner):
     def _epoch(self, interrupted: Callable[[], bool]) -> Optional[float]:
         """One epoch; returns its loss, or None when interrupted part-way."""
         n = self.X.shape[0]
-        order = _orders(self.generator, n, 1, self.shuffle, self.batch_size < n)
+        order = _order(self.generator, n) if self.shuffle and self.batch_size < n else None
         total = torch.zeros((), dtype=torch.float64, device=self.X.device)
         self.model.train()
         for start in range(0, n, self.batch_size):
@@ -151,7 +227,7 @@ class Autograd(Runner):
             if order is None:
                 xb, yb = self.X[start:stop], self.y[start:stop]
             else:
-                rows = order[0, start:stop].to(self.X.device)
+                rows = order[start:stop].to(self.X.device)
                 xb, yb = self.X[rows], self.y[rows]
             pred = _match_prediction(self.model(xb), yb)
             loss = self.loss_fn(pred, yb, model=self.model)
@@ -164,20 +240,18 @@ class Autograd(Runner):
         return float(total)
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
-        params = [p for p in self.model.parameters()]
+        params = list(self.model.parameters())
         for _ in range(count):
-            saved = [p.detach().clone() for p in params]
+            before = _Snapshot(params, self.optimizer)
             lr = float(self.optimizer.param_groups[0]["lr"])
             loss = self._epoch(interrupted)
             if loss is None:
                 state.stop(INTERRUPTED, f"interrupted during epoch {state.epoch + 1}, which is not counted")
                 return
             if not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
-                with torch.no_grad():
-                    for p, old in zip(params, saved):
-                        p.copy_(old)
-                state.stop(NON_FINITE, f"the loss became {loss} in epoch {state.epoch + 1}; the model keeps "
-                                       "the parameters it had before that epoch")
+                # the scheduler has not stepped for this epoch; the rest goes back here
+                before.restore(self.optimizer)
+                state.stop(NON_FINITE, _non_finite_detail(loss, state.epoch + 1))
                 return
             state.history["loss"].append(loss)
             state.history["lr"].append(lr)
@@ -186,33 +260,75 @@ class Autograd(Runner):
                 self.scheduler.step()
 
 
-def _fusable(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer, X: torch.Tensor) -> bool:
-    if not callable(getattr(model, "design_matrix", None)):
-        return False
-    if getattr(loss_fn, "fused_reduction", None) not in ("mean", "sum"):
-        return False
+def _declared_by_definer(cls: type, method: str, flag: str) -> Any:
+    """The value of ``flag`` in the body of the class that defines ``method`` for ``cls`` (None if unset)."""
+    owner = next((c for c in cls.__mro__ if method in vars(c)), None)
+    return None if owner is None else vars(owner).get(flag)
+
+
+def _has_hooks(model: nn.Module, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> bool:
+    """Hooks the fused call would skip: on the model's forward, the params' gradients, the optimizer's step."""
+    from torch.nn.modules import module as nn_module
+    from torch.optim import optimizer as optim_module
+
+    return bool(
+        model._forward_hooks or model._forward_pre_hooks
+        or nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks
+        or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+        or optim_module._global_optimizer_pre_hooks or optim_module._global_optimizer_post_hooks
+        or any(getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None)
+               for p in params))
+
+
+def _fused_reduction(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer,
+                     X: torch.Tensor) -> Optional[str]:
+    """The squared-error reduction the fused call runs this fit with, or None when it cannot run it exactly.
+
+    Decided from declared facts: the model's forward and design matrix come from a
+    class that declares them linear in the parameters (models.py), the loss's
+    ``__call__`` from a class that declares its ``fused_reduction``, the optimizer
+    is pyfit's SGD over exactly the model's weight and bias, all of which train.
+    """
+    model_cls = type(model)
+    if model_cls.__call__ is not nn.Module.__call__:
+        return None
+    if any(_declared_by_definer(model_cls, method, LINEAR_IN_PARAMETERS) is not True
+           for method in ("forward", "design_matrix")):
+        return None
+    reduction = _declared_by_definer(type(loss_fn), "__call__", "fused_reduction")
+    if reduction not in ("mean", "sum"):
+        return None
     if type(optimizer) is not SGD or len(optimizer.param_groups) != 1:
-        return False
+        return None
     weight, bias = getattr(model, "weight", None), getattr(model, "bias", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        return False
-    expected = {id(weight)} | ({id(bias)} if bias is not None else set())
+        return None
+    params = [p for p in (weight, bias) if p is not None]
+    # a frozen parameter is left alone by autograd and the optimizer; the kernel would train it
+    if not all(isinstance(p, nn.Parameter) and p.requires_grad for p in params):
+        return None
+    expected = {id(p) for p in params}
     group_params = {id(p) for p in optimizer.param_groups[0]["params"]}
     model_params = {id(p) for p in model.parameters()}
     if group_params != expected or model_params != expected:
-        return False
+        return None
+    if any(p.dtype != X.dtype or p.device != X.device for p in params):
+        return None
+    if _has_hooks(model, optimizer, params):
+        return None
     if optimizer.param_groups[0]["momentum"] != 0:
         # the fused step keeps weight's and bias's buffers in step; a half-made state is left to autograd
-        has = [optimizer.state[p].get("momentum_buffer") is not None for p in (weight, bias) if p is not None]
-        if len(set(has)) > 1:
-            return False
-    return X.dtype in (torch.float32, torch.float64)
+        has = [optimizer.state[p].get("momentum_buffer") is not None for p in params if p in optimizer.state]
+        if len(set(has)) > 1 or 0 < len(has) < len(params):
+            return None
+    return reduction if X.dtype in (torch.float32, torch.float64) else None
 
 
 def choose(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, *, precomputed_scheduler) -> Runner:
-    """The fastest correct runner for this fit."""
-    if _fusable(model, loss_fn, optimizer, X):
-        return FusedLinear(model, loss_fn.fused_reduction, optimizer, X, y, batch_size, shuffle, generator,
+    """The fastest runner that computes exactly what autograd with this optimizer would."""
+    reduction = _fused_reduction(model, loss_fn, optimizer, X)
+    if reduction is not None:
+        return FusedLinear(model, reduction, optimizer, X, y, batch_size, shuffle, generator,
                            precomputed_scheduler)
     return Autograd(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, precomputed_scheduler)
 
@@ -259,8 +375,8 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
         callback.on_fit_start(state)
     per_epoch = any(getattr(callback, "per_epoch", True) for callback in callbacks)
     bar = _progress_bar(progress, state.epochs - state.epoch)
-    chunk = max(1, _WORK_PER_CALL // max(runner.work_per_epoch, 1))
-    if per_epoch or isinstance(runner, Autograd):
+    chunk = max(1, min(runner.max_epochs_per_call, _WORK_PER_CALL // max(runner.work_per_epoch, 1)))
+    if per_epoch:
         chunk = 1
     elif bar is not None:
         chunk = min(chunk, max(1, state.epochs // 100))
