@@ -51,23 +51,25 @@ def _order(generator: torch.Generator, n: int) -> torch.Tensor:
 
 
 class _Snapshot:
-    """Parameters, optimizer state, param-group settings and scheduler state, to go back to.
+    """Parameters, optimizer state, param-group settings, scheduler and row-order generator, to go back to.
 
-    Tensors are cloned (a clone per tensor, no walk through Python objects); the
-    scheduler's small state_dict is copied.
+    Tensors are cloned one by one (no walk through Python objects); the scheduler's
+    small state_dict is copied.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any = None):
+    def __init__(self, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                 generator: Optional[torch.Generator] = None):
         self.params = [(p, p.detach().clone()) for p in params]
-        owned = [p for group in optimizer.param_groups for p in group["params"]]
+        self.owned = [p for group in optimizer.param_groups for p in group["params"]]
         self.state = {p: {k: (v.clone() if isinstance(v, torch.Tensor) else copy.copy(v))
                           for k, v in optimizer.state[p].items()}
-                      for p in owned if p in optimizer.state}
-        self.owned = owned
+                      for p in self.owned if p in optimizer.state}
         self.groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
         self.scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
+        self.generator_state = None if generator is None else generator.get_state()
 
-    def restore(self, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> None:
+    def restore(self, optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                generator: Optional[torch.Generator] = None) -> None:
         """Put everything back; the snapshot's tensors become the live state (use it once)."""
         with torch.no_grad():
             for p, old in self.params:
@@ -79,6 +81,8 @@ class _Snapshot:
             group.update(saved)
         if scheduler is not None:
             scheduler.load_state_dict(self.scheduler_state)
+        if generator is not None:
+            generator.set_state(self.generator_state)
 
 
 def _non_finite_detail(loss: float, epoch: int) -> str:
@@ -168,22 +172,20 @@ class FusedLinear(Runner):
         return losses.tolist()
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
-        before = _Snapshot(self.params, self.optimizer, self.scheduler)
+        before = _Snapshot(self.params, self.optimizer, self.scheduler, self.generator)
         settings, lrs, order = self._plan(count, interrupted)
         values = self._fit(settings, lrs, order)
         # NaN and inf survive a sum: one Python-level check instead of a scan per epoch
         done = len(values) if math.isfinite(sum(values)) else next(
             i for i, v in enumerate(values) if not math.isfinite(v))
         if done < len(values):
-            # the kernel kept the last finite step, which may be inside the failed epoch;
-            # go back to the call's start and replay the finite epochs (the kernel is
-            # deterministic), so parameters, buffers and scheduler end where that epoch began
-            before.restore(self.optimizer, self.scheduler)
+            # the kernel kept the last finite step, which may lie inside the failed epoch,
+            # and the plan ran ahead of it; go back to the call's start and replay the
+            # finite epochs (the kernel is deterministic), so that parameters, buffers,
+            # scheduler and generator all end where the failed epoch began
+            before.restore(self.optimizer, self.scheduler, self.generator)
             if done:
-                self._fit(settings, lrs[:done], None if order is None else order[:done])
-                if self.scheduler is not None:
-                    for _ in range(done):
-                        self.scheduler.step()
+                self._fit(*self._plan(done, lambda: False))
         state.history["loss"].extend(values[:done])
         state.history["lr"].extend(lrs[:done].tolist())
         state.epoch += done
@@ -242,7 +244,7 @@ class Autograd(Runner):
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
         params = list(self.model.parameters())
         for _ in range(count):
-            before = _Snapshot(params, self.optimizer)
+            before = _Snapshot(params, self.optimizer, generator=self.generator)
             lr = float(self.optimizer.param_groups[0]["lr"])
             loss = self._epoch(interrupted)
             if loss is None:
@@ -250,7 +252,7 @@ class Autograd(Runner):
                 return
             if not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
                 # the scheduler has not stepped for this epoch; the rest goes back here
-                before.restore(self.optimizer)
+                before.restore(self.optimizer, generator=self.generator)
                 state.stop(NON_FINITE, _non_finite_detail(loss, state.epoch + 1))
                 return
             state.history["loss"].append(loss)
