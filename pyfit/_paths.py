@@ -132,6 +132,8 @@ class FusedLinear(Runner):
         """
         group = self.optimizer.param_groups[0]
         settings = {key: group[key] for key in _KERNEL_SETTINGS}
+        if self.scheduler is None and not self.shuffled:  # nothing to plan per epoch
+            return settings, torch.full((count,), float(group["lr"]), dtype=torch.float64), None
         if self.scheduler is not None:
             # the fused call performs this optimizer's steps; tell torch's scheduler so it
             # does not warn that it is stepped before the optimizer
