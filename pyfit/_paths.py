@@ -178,8 +178,9 @@ class FusedLinear(Runner):
         settings, lrs, order = self._plan(count, interrupted)
         values = self._fit(settings, lrs, order)
         # NaN and inf survive a sum: one Python-level check instead of a scan per epoch
+        # (the sum of large finite losses may overflow, hence the scan's default)
         done = len(values) if math.isfinite(sum(values)) else next(
-            i for i, v in enumerate(values) if not math.isfinite(v))
+            (i for i, v in enumerate(values) if not math.isfinite(v)), len(values))
         if done < len(values):
             # the kernel kept the last finite step, which may lie inside the failed epoch,
             # and the plan ran ahead of it; go back to the call's start and replay the
@@ -244,7 +245,10 @@ class Autograd(Runner):
         return float(total)
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
+        # the model's parameters and any others the optimizer updates
         params = list(self.model.parameters())
+        known = {id(p) for p in params}
+        params += [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in known]
         for _ in range(count):
             before = _Snapshot(params, self.optimizer, generator=self.generator)
             lr = float(self.optimizer.param_groups[0]["lr"])

@@ -83,3 +83,15 @@ def test_a_fused_stop_on_the_first_epoch_leaves_no_momentum_buffer(backend):
     assert stopped.backend.endswith("fused-linear")
     assert all(not state for state in stopped.optimizer.state.values())
     assert stopped.history == {"loss": [], "lr": []}
+
+
+def test_large_finite_losses_whose_sum_overflows_are_not_a_stop(backend):
+    # each epoch's loss is about 1e306; two hundred of them add up past float64's range
+    X = torch.tensor([[1e153]], dtype=torch.float64)
+    y = torch.zeros(1, dtype=torch.float64)
+    model = pyfit.Linear(1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    result = pyfit.fit(model, X, y, lr=1e-320, epochs=200)
+    assert result.backend.endswith("fused-linear")
+    assert result.stop_reason == "completed" and result.epochs == 200
