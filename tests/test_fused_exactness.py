@@ -94,6 +94,16 @@ def test_a_forward_hook_falls_back_to_autograd(backend):
     _assert_same_fit(ours, oracle)
 
 
+def test_a_gradient_hook_falls_back_to_autograd_and_is_honoured(backend):
+    X, y = _data()
+    model = pyfit.Linear(2, dtype=torch.float64)
+    model.bias.register_hook(torch.zeros_like)  # the bias never gets a gradient
+    before = model.bias.detach().clone()
+    result = pyfit.fit(model, X, y, lr=0.05, epochs=20)
+    assert result.backend.endswith(":autograd")
+    assert torch.equal(model.bias, before) and result.history["loss"][-1] < result.history["loss"][0]
+
+
 @pytest.mark.parametrize("frozen", ["bias", "weight"])
 def test_a_frozen_parameter_stays_frozen(backend, frozen):
     X, y = _data()
