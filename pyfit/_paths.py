@@ -37,7 +37,7 @@ _WORK_PER_CALL = 200_000_000
 # a fused call plans its epochs in Python (learning rates, scheduler steps, row
 # orders): these bound that loop's time and the orders' memory (int64 indices)
 _EPOCHS_PER_CALL = 1 << 16
-_ORDER_ENTRIES_PER_CALL = 1 << 22
+_ORDER_ENTRIES_PER_CALL = 1 << 20
 # planning looks at Ctrl-C this often (epochs)
 _PLAN_CHECK_EVERY = 256
 # the param-group settings the fused kernel reads once per call; the learning rate
