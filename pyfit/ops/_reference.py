@@ -29,8 +29,15 @@ _LINEAR_FLUSH_ROWS = 128
 _MSE_FLUSH = 512
 
 
+def _run_dtype(dtype: torch.dtype) -> torch.dtype:
+    # runs of rows sum in the data's dtype, but never below float32 (half and bfloat16
+    # would overflow or lose the sum)
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _blocked_sum(values: Tensor, block: int) -> Tensor:
     """Sum over dim 0 in float64: runs of ``block`` rows summed in values' dtype, the runs in float64."""
+    values = values.to(_run_dtype(values.dtype))
     full = values.shape[0] - values.shape[0] % block
     runs = values[:full].reshape(-1, block, *values.shape[1:]).sum(dim=1)
     return runs.double().sum(dim=0) + values[full:].sum(dim=0).double()
@@ -38,6 +45,7 @@ def _blocked_sum(values: Tensor, block: int) -> Tensor:
 
 def _blocked_matmul_tn(a: Tensor, b: Tensor, block: int) -> Tensor:
     """a.T @ b in float64 for a (N, K), b (N, D): runs of ``block`` rows in their dtype, the runs in float64."""
+    a, b = a.to(_run_dtype(a.dtype)), b.to(_run_dtype(b.dtype))
     full = a.shape[0] - a.shape[0] % block
     # (R, block, K) -> (R, K, block) @ (R, block, D) -> (R, K, D): one small product per run
     runs = torch.bmm(a[:full].reshape(-1, block, a.shape[1]).transpose(1, 2), b[:full].reshape(-1, block, b.shape[1]))
