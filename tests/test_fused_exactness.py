@@ -1,7 +1,8 @@
 """The fused linear path runs only where it computes what autograd with torch.optim.SGD would.
 
-The oracle of every test here is the same fit on the autograd path with torch's own
-pieces: ``torch.optim.SGD`` and ``torch.nn.MSELoss`` (or a plain torch loop).
+The oracle is the same fit on the autograd path with torch's own pieces,
+``torch.optim.SGD`` and ``torch.nn.MSELoss``, or a property autograd guarantees
+(a parameter without a gradient does not move).
 """
 
 import copy
