@@ -1,68 +1,111 @@
 """The two ways ``fit`` runs epochs, and the loop that drives either.
 
-* fused linear: a model linear in its parameters, a squared-error loss and
-  pyfit's SGD run as ``ops.linear_fit_``: one read of the data per step, many
-  epochs per call when no callback needs to see each epoch.
+* fused linear: a model that declares itself linear in its parameters, a
+  squared-error loss and pyfit's SGD run as ``ops.linear_fit_``: one read of the
+  data per step, many epochs per call when no callback needs to see each epoch.
+  Taken only where it computes what autograd with the same optimizer would.
 * autograd: any model, loss and optimizer, through torch's autograd; pyfit's MSE
   and SGD still run their fused ops there.
 
 Both draw minibatch orders from the same generator in the same sequence, record
 an epoch's loss as measured before that epoch's updates, and stop on a
-non-finite loss with the parameters of before the failure.
+non-finite loss with the parameters, optimizer state and scheduler of the end of
+the last finite epoch.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from . import ops
+from ._fusable import fused_reduction
 from .callbacks import INTERRUPTED, NON_FINITE, FitState
 from .losses import MSELoss, SSELoss
 from .optimizers import SGD
 
 # about this many multiply-adds per fused call keeps Ctrl-C and progress responsive
 _WORK_PER_CALL = 200_000_000
+# a fused call plans its epochs in Python (learning rates, scheduler steps, row
+# orders): these bound that loop's time and the orders' memory (int64 indices)
+_EPOCHS_PER_CALL = 1 << 16
+_ORDER_ENTRIES_PER_CALL = 1 << 20
+# planning looks at Ctrl-C this often (epochs)
+_PLAN_CHECK_EVERY = 256
+# the param-group settings the fused kernel reads once per call; the learning rate
+# goes per epoch
+_KERNEL_SETTINGS = ("momentum", "dampening", "nesterov", "weight_decay", "maximize")
 
 
-def _orders(generator: torch.Generator, n: int, epochs: int, shuffle: bool, minibatch: bool) -> Optional[torch.Tensor]:
-    if not (shuffle and minibatch):
-        return None
-    return torch.stack([torch.randperm(n, generator=generator) for _ in range(epochs)])
+def _order(generator: torch.Generator, n: int) -> torch.Tensor:
+    """One epoch's row order; every path draws its orders through here, one epoch at a time."""
+    return torch.randperm(n, generator=generator)
 
 
-def _lrs_for(state: FitState, count: int, scheduler: Any) -> torch.Tensor:
-    """The (count,) float64 learning rates of the next epochs, stepping an epoch-only scheduler."""
-    group = state.optimizer.param_groups[0]
-    if scheduler is None:
-        return torch.full((count,), float(group["lr"]), dtype=torch.float64)
-    # the fused call performs this optimizer's steps; tell torch's scheduler so it
-    # does not warn that it is stepped before the optimizer
-    state.optimizer._opt_called = True
-    lrs = []
-    for _ in range(count):
-        lrs.append(float(group["lr"]))
-        scheduler.step()
-    return torch.tensor(lrs, dtype=torch.float64)
+class _Snapshot:
+    """Parameters, optimizer state, param-group settings, scheduler and row-order generator, to go back to.
+
+    Tensors are cloned one by one (no walk through Python objects); the scheduler's
+    small state_dict is copied.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                 generator: Optional[torch.Generator] = None):
+        self.params = [(p, p.detach().clone()) for p in params]
+        self.owned = [p for group in optimizer.param_groups for p in group["params"]]
+        self.state = {p: {k: (v.clone() if isinstance(v, torch.Tensor) else copy.copy(v))
+                          for k, v in optimizer.state[p].items()}
+                      for p in self.owned if p in optimizer.state}
+        self.groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+        self.scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
+        self.generator_state = None if generator is None else generator.get_state()
+
+    def restore(self, optimizer: torch.optim.Optimizer, scheduler: Any = None,
+                generator: Optional[torch.Generator] = None) -> None:
+        """Put everything back; the snapshot's tensors become the live state (use it once)."""
+        with torch.no_grad():
+            for p, old in self.params:
+                p.copy_(old)
+        for p in self.owned:
+            optimizer.state.pop(p, None)
+        optimizer.state.update(self.state)
+        for group, saved in zip(optimizer.param_groups, self.groups):
+            group.update(saved)
+        if scheduler is not None:
+            scheduler.load_state_dict(self.scheduler_state)
+        if generator is not None:
+            generator.set_state(self.generator_state)
+
+
+def _non_finite_detail(loss: float, epoch: int) -> str:
+    return (f"the loss became {loss} in epoch {epoch}; the model, optimizer and scheduler keep their "
+            "state from before that epoch")
 
 
 class Runner:
     name = "runner"
     work_per_epoch = 1
+    max_epochs_per_call = 1
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
         raise NotImplementedError
 
 
 class FusedLinear(Runner):
-    """Whole epochs of a linear-in-parameters model in one compiled call."""
+    """Whole epochs of a linear-in-parameters model in one compiled call.
+
+    A call covers epochs whose kernel settings (``_KERNEL_SETTINGS``) are the same;
+    where a scheduler changes one, the call ends there, so the result never depends
+    on how the epochs are split into calls.
+    """
 
     def __init__(self, model: nn.Module, reduction: str, optimizer: SGD, X: torch.Tensor, y: torch.Tensor,
                  batch_size: Optional[int], shuffle: bool, generator: torch.Generator, scheduler: Any):
@@ -70,49 +113,87 @@ class FusedLinear(Runner):
             self.features = model.design_matrix(X).contiguous()
         self.targets = y.reshape(y.shape[0], -1).contiguous()
         self.weight, self.bias = model.weight, model.bias
+        self.params = [p for p in (self.weight, self.bias) if p is not None]
         self.optimizer, self.reduction, self.scheduler = optimizer, reduction, scheduler
         n = X.shape[0]
         self.batch_size = None if batch_size is None or batch_size >= n else batch_size
-        self.shuffle, self.generator = shuffle, generator
+        self.shuffled = shuffle and self.batch_size is not None
+        self.generator = generator
         self.work_per_epoch = self.features.numel() * self.targets.shape[1]
+        self.max_epochs_per_call = _EPOCHS_PER_CALL
+        if self.shuffled:
+            self.max_epochs_per_call = max(1, min(_EPOCHS_PER_CALL, _ORDER_ENTRIES_PER_CALL // max(n, 1)))
         self.name = f"{ops.backend()}:fused-linear"
+
+    def _plan(self, count: int, interrupted: Callable[[], bool]):
+        """Up to ``count`` epochs that share the kernel settings: their settings, lrs and row orders.
+
+        Steps the scheduler once per planned epoch, as the epochs will have run.
+        """
+        group = self.optimizer.param_groups[0]
+        settings = {key: group[key] for key in _KERNEL_SETTINGS}
+        if self.scheduler is None and not self.shuffled:  # nothing to plan per epoch
+            return settings, torch.full((count,), float(group["lr"]), dtype=torch.float64), None
+        if self.scheduler is not None:
+            # the fused call performs this optimizer's steps; tell torch's scheduler so it
+            # does not warn that it is stepped before the optimizer
+            self.optimizer._opt_called = True
+        lrs: List[float] = []
+        orders: List[torch.Tensor] = []
+        while len(lrs) < count:
+            lrs.append(float(group["lr"]))
+            if self.shuffled:
+                orders.append(_order(self.generator, self.features.shape[0]))
+            if self.scheduler is not None:
+                self.scheduler.step()
+                if any(group[key] != settings[key] for key in _KERNEL_SETTINGS):
+                    break
+            if len(lrs) % _PLAN_CHECK_EVERY == 0 and interrupted():
+                break
+        order = torch.stack(orders).to(self.features.device) if orders else None
+        return settings, torch.tensor(lrs, dtype=torch.float64), order
 
     def _buffers(self, momentum: float):
         if momentum == 0:
             return None, None, True
-        params = [p for p in (self.weight, self.bias) if p is not None]
-        found = [self.optimizer.state[p].get("momentum_buffer") for p in params]
+        found = [self.optimizer.state[p].get("momentum_buffer") for p in self.params]
         first = found[0] is None
-        buffers = [torch.zeros_like(p) if b is None else b for p, b in zip(params, found)]
-        for p, b in zip(params, buffers):
+        buffers = [torch.zeros_like(p) if b is None else b for p, b in zip(self.params, found)]
+        for p, b in zip(self.params, buffers):
             self.optimizer.state[p]["momentum_buffer"] = b
         return buffers[0], (buffers[1] if self.bias is not None else None), first
 
-    def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
-        group = self.optimizer.param_groups[0]
-        lrs = _lrs_for(state, count, self.scheduler)
-        order = _orders(self.generator, self.features.shape[0], count, self.shuffle, self.batch_size is not None)
-        if order is not None:
-            order = order.to(self.features.device)
-        weight_buf, bias_buf, first = self._buffers(group["momentum"])
+    def _fit(self, settings: Dict[str, Any], lrs: torch.Tensor, order: Optional[torch.Tensor]) -> List[float]:
+        weight_buf, bias_buf, first = self._buffers(settings["momentum"])
         losses = ops.linear_fit_(
             self.features, self.targets, self.weight.detach(),
             None if self.bias is None else self.bias.detach(), weight_buf, bias_buf,
-            lrs=lrs, order=order, batch_size=self.batch_size,
-            momentum=group["momentum"], dampening=group["dampening"], nesterov=group["nesterov"],
-            weight_decay=group["weight_decay"], maximize=group["maximize"], first_step=first,
-            reduction=self.reduction,
+            lrs=lrs, order=order, batch_size=self.batch_size, first_step=first, reduction=self.reduction,
+            **settings,
         )
-        values = losses.tolist()
+        return losses.tolist()
+
+    def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
+        before = _Snapshot(self.params, self.optimizer, self.scheduler, self.generator)
+        settings, lrs, order = self._plan(count, interrupted)
+        values = self._fit(settings, lrs, order)
         # NaN and inf survive a sum: one Python-level check instead of a scan per epoch
-        done = count if math.isfinite(sum(values)) else next(
-            (i for i, v in enumerate(values) if not math.isfinite(v)), count)
+        # (the sum of large finite losses may overflow, hence the scan's default)
+        done = len(values) if math.isfinite(sum(values)) else next(
+            (i for i, v in enumerate(values) if not math.isfinite(v)), len(values))
+        if done < len(values):
+            # the kernel kept the last finite step, which may lie inside the failed epoch,
+            # and the plan ran ahead of it; go back to the call's start and replay the
+            # finite epochs (the kernel is deterministic), so that parameters, buffers,
+            # scheduler and generator all end where the failed epoch began
+            before.restore(self.optimizer, self.scheduler, self.generator)
+            if done:
+                self._fit(*self._plan(done, lambda: False))
         state.history["loss"].extend(values[:done])
         state.history["lr"].extend(lrs[:done].tolist())
         state.epoch += done
-        if done < count:
-            state.stop(NON_FINITE, f"the loss became {float(losses[done])} in epoch {state.epoch + 1}; the model "
-                                   "keeps the parameters of its last finite step")
+        if done < len(values):
+            state.stop(NON_FINITE, _non_finite_detail(values[done], state.epoch + 1))
 
 
 def _match_prediction(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -143,7 +224,7 @@ class Autograd(Runner):
     def _epoch(self, interrupted: Callable[[], bool]) -> Optional[float]:
         """One epoch; returns its loss, or None when interrupted part-way."""
         n = self.X.shape[0]
-        order = _orders(self.generator, n, 1, self.shuffle, self.batch_size < n)
+        order = _order(self.generator, n) if self.shuffle and self.batch_size < n else None
         total = torch.zeros((), dtype=torch.float64, device=self.X.device)
         self.model.train()
         for start in range(0, n, self.batch_size):
@@ -151,7 +232,7 @@ class Autograd(Runner):
             if order is None:
                 xb, yb = self.X[start:stop], self.y[start:stop]
             else:
-                rows = order[0, start:stop].to(self.X.device)
+                rows = order[start:stop].to(self.X.device)
                 xb, yb = self.X[rows], self.y[rows]
             pred = _match_prediction(self.model(xb), yb)
             loss = self.loss_fn(pred, yb, model=self.model)
@@ -164,20 +245,21 @@ class Autograd(Runner):
         return float(total)
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
-        params = [p for p in self.model.parameters()]
+        # the model's parameters and any others the optimizer updates
+        params = list(self.model.parameters())
+        known = {id(p) for p in params}
+        params += [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in known]
         for _ in range(count):
-            saved = [p.detach().clone() for p in params]
+            before = _Snapshot(params, self.optimizer, generator=self.generator)
             lr = float(self.optimizer.param_groups[0]["lr"])
             loss = self._epoch(interrupted)
             if loss is None:
                 state.stop(INTERRUPTED, f"interrupted during epoch {state.epoch + 1}, which is not counted")
                 return
             if not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
-                with torch.no_grad():
-                    for p, old in zip(params, saved):
-                        p.copy_(old)
-                state.stop(NON_FINITE, f"the loss became {loss} in epoch {state.epoch + 1}; the model keeps "
-                                       "the parameters it had before that epoch")
+                # the scheduler has not stepped for this epoch; the rest goes back here
+                before.restore(self.optimizer, generator=self.generator)
+                state.stop(NON_FINITE, _non_finite_detail(loss, state.epoch + 1))
                 return
             state.history["loss"].append(loss)
             state.history["lr"].append(lr)
@@ -186,33 +268,11 @@ class Autograd(Runner):
                 self.scheduler.step()
 
 
-def _fusable(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer, X: torch.Tensor) -> bool:
-    if not callable(getattr(model, "design_matrix", None)):
-        return False
-    if getattr(loss_fn, "fused_reduction", None) not in ("mean", "sum"):
-        return False
-    if type(optimizer) is not SGD or len(optimizer.param_groups) != 1:
-        return False
-    weight, bias = getattr(model, "weight", None), getattr(model, "bias", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        return False
-    expected = {id(weight)} | ({id(bias)} if bias is not None else set())
-    group_params = {id(p) for p in optimizer.param_groups[0]["params"]}
-    model_params = {id(p) for p in model.parameters()}
-    if group_params != expected or model_params != expected:
-        return False
-    if optimizer.param_groups[0]["momentum"] != 0:
-        # the fused step keeps weight's and bias's buffers in step; a half-made state is left to autograd
-        has = [optimizer.state[p].get("momentum_buffer") is not None for p in (weight, bias) if p is not None]
-        if len(set(has)) > 1:
-            return False
-    return X.dtype in (torch.float32, torch.float64)
-
-
 def choose(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, *, precomputed_scheduler) -> Runner:
-    """The fastest correct runner for this fit."""
-    if _fusable(model, loss_fn, optimizer, X):
-        return FusedLinear(model, loss_fn.fused_reduction, optimizer, X, y, batch_size, shuffle, generator,
+    """The fastest runner that computes exactly what autograd with this optimizer would."""
+    reduction = fused_reduction(model, loss_fn, optimizer, X)
+    if reduction is not None:
+        return FusedLinear(model, reduction, optimizer, X, y, batch_size, shuffle, generator,
                            precomputed_scheduler)
     return Autograd(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, precomputed_scheduler)
 
@@ -259,8 +319,8 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
         callback.on_fit_start(state)
     per_epoch = any(getattr(callback, "per_epoch", True) for callback in callbacks)
     bar = _progress_bar(progress, state.epochs - state.epoch)
-    chunk = max(1, _WORK_PER_CALL // max(runner.work_per_epoch, 1))
-    if per_epoch or isinstance(runner, Autograd):
+    chunk = max(1, min(runner.max_epochs_per_call, _WORK_PER_CALL // max(runner.work_per_epoch, 1)))
+    if per_epoch:
         chunk = 1
     elif bar is not None:
         chunk = min(chunk, max(1, state.epochs // 100))

@@ -49,8 +49,17 @@ def seed004():
     return dict(model="linear", X=x, y=y, loss="sse", lr=1e-4, epochs=1000, seed=4)
 
 
+def one_cycle_momentum():
+    # momentum moves every epoch: one epoch per fused call on both backends
+    settings = seed003()
+    settings.update(epochs=20, momentum=0.9, scheduler="onecyclelr",
+                    scheduler_kwargs={"max_lr": 0.05, "total_steps": 20})
+    return settings
+
+
 WORKLOADS = {"seed000": seed000, "seed001": seed001, "seed002-linear": seed002(1),
-             "seed002-quadratic": seed002(2), "seed003": seed003, "seed004": seed004}
+             "seed002-quadratic": seed002(2), "seed003": seed003, "seed004": seed004,
+             "one-cycle-momentum": one_cycle_momentum}
 
 
 def fit_on(backend, make):

@@ -46,3 +46,23 @@ def test_mlp_fits_a_curve():
     result = pyfit.fit("mlp", x, y, optimizer="adam", lr=0.01, epochs=400, seed=0,
                        model_kwargs={"hidden": (16, 16), "activation": "tanh"})
     assert result.final_loss < 1e-2
+
+
+@pytest.mark.parametrize("cls", [pyfit.Linear, pyfit.Polynomial])
+def test_the_linear_models_declare_their_forward_where_it_is_defined(cls):
+    # fit reads the flag on the class that defines forward and design_matrix
+    for method in ("forward", "design_matrix"):
+        owner = next(c for c in cls.__mro__ if method in vars(c))
+        assert owner is cls and vars(owner)["linear_in_parameters"] is True
+
+
+@pytest.mark.parametrize("make", [lambda: pyfit.Linear(3, out_features=2, dtype=torch.float64),
+                                  lambda: pyfit.Polynomial(degree=3, out_features=2, dtype=torch.float64)])
+def test_forward_is_the_design_matrix_times_the_weight_plus_the_bias(make):
+    model = make()
+    X = torch.randn(5, model.in_features, dtype=torch.float64)
+    torch.testing.assert_close(model(X), model.design_matrix(X) @ model.weight.T + model.bias)
+
+
+def test_polynomial_keeps_its_state_dict_keys():
+    assert set(pyfit.Polynomial(degree=2).state_dict()) == {"linear.weight", "linear.bias"}

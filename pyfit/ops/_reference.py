@@ -6,6 +6,11 @@ speed: each op is written the way the maths reads, with torch's own kernels.
 
 Reductions are encoded as integers so that the same signature serves the C++
 schema: ``0`` is ``"mean"``, ``1`` is ``"sum"``.
+
+Sums over rows accumulate as the compiled ops do: a short run of rows in the data's
+dtype, then those partial sums in float64. A plain float32 sum (or matmul) over
+millions of rows drifts (4M rows, 3 epochs: a weight off by 5e-4 relative) where
+the compiled ops stay within a few ulps of float64, and an oracle must not.
 """
 
 from __future__ import annotations
@@ -18,6 +23,34 @@ from torch import Tensor
 MEAN = 0
 SUM = 1
 
+# rows summed in the data's dtype before flushing into float64: csrc/linear_kernel.h
+# (kFlushRows) for the linear ops, csrc/mse.cpp (kFlush) for the squared error
+_LINEAR_FLUSH_ROWS = 128
+_MSE_FLUSH = 512
+
+
+def _run_dtype(dtype: torch.dtype) -> torch.dtype:
+    # runs of rows sum in the data's dtype, but never below float32 (half and bfloat16
+    # would overflow or lose the sum)
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _blocked_sum(values: Tensor, block: int) -> Tensor:
+    """Sum over dim 0 in float64: runs of ``block`` rows summed in values' dtype, the runs in float64."""
+    values = values.to(_run_dtype(values.dtype))
+    full = values.shape[0] - values.shape[0] % block
+    runs = values[:full].reshape(-1, block, *values.shape[1:]).sum(dim=1)
+    return runs.double().sum(dim=0) + values[full:].sum(dim=0).double()
+
+
+def _blocked_matmul_tn(a: Tensor, b: Tensor, block: int) -> Tensor:
+    """a.T @ b in float64 for a (N, K), b (N, D): runs of ``block`` rows in their dtype, the runs in float64."""
+    a, b = a.to(_run_dtype(a.dtype)), b.to(_run_dtype(b.dtype))
+    full = a.shape[0] - a.shape[0] % block
+    # (R, block, K) -> (R, K, block) @ (R, block, D) -> (R, K, D): one small product per run
+    runs = torch.bmm(a[:full].reshape(-1, block, a.shape[1]).transpose(1, 2), b[:full].reshape(-1, block, b.shape[1]))
+    return runs.double().sum(dim=0) + (a[full:].t() @ b[full:]).double()
+
 
 def mse_loss_fwd(pred: Tensor, target: Tensor, reduction: int) -> Tuple[Tensor, Tensor]:
     """Loss and d(loss)/d(pred) for the squared error, computed together.
@@ -25,13 +58,13 @@ def mse_loss_fwd(pred: Tensor, target: Tensor, reduction: int) -> Tuple[Tensor, 
     Returns a 0-dim loss in pred's dtype and a gradient shaped like pred.
     """
     diff = pred - target
-    loss = (diff * diff).sum()
+    total = _blocked_sum((diff * diff).reshape(-1), _MSE_FLUSH)
     scale = 2.0
     if reduction == MEAN:
-        # an empty mean is NaN, as in F.mse_loss
-        loss = loss / diff.numel()
+        # an empty mean is NaN (0 / 0), as in F.mse_loss
+        total = total / diff.numel()
         scale = 2.0 / max(diff.numel(), 1)
-    return loss, diff * scale
+    return total.to(pred.dtype), diff * scale
 
 
 def sgd_update_(
@@ -76,15 +109,16 @@ def _linear_loss_and_grads(
     residual = X @ weight.t() - y
     if bias is not None:
         residual = residual + bias
-    loss = (residual * residual).sum()
+    # float64 sums, scaled in float64 and rounded once, as the compiled ops do
+    loss = _blocked_sum(residual * residual, _LINEAR_FLUSH_ROWS).sum()
     scale = 2.0
     if reduction == MEAN:
         loss = loss / residual.numel()
         scale = 2.0 / residual.numel()
     # (K, N) @ (N, D) -> (K, D)
-    grad_weight = (residual.t() @ X) * scale
-    grad_bias = residual.sum(dim=0) * scale if bias is not None else None
-    return loss, grad_weight, grad_bias
+    grad_weight = (_blocked_matmul_tn(residual, X, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype)
+    grad_bias = (_blocked_sum(residual, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype) if bias is not None else None
+    return loss.to(X.dtype), grad_weight, grad_bias
 
 
 def _all_finite(tensors: Sequence[Optional[Tensor]]) -> bool:

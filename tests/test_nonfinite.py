@@ -1,0 +1,97 @@
+"""A fit that meets a non-finite loss stops with everything as it was after the last finite epoch.
+
+The oracle is the same fit asked for exactly that many epochs: parameters, optimizer
+state (momentum buffers, Adam moments and step counts), scheduler, learning rate,
+row-order generator and history must all be the same, and the optimizer must go on
+working afterwards.
+"""
+
+import pytest
+import torch
+
+import pyfit
+
+EXPLODING_LR = {"scheduler": "exponential", "scheduler_kwargs": {"gamma": 1.2}}
+
+CASES = {
+    "fused-full-batch": dict(optimizer="sgd", lr=0.5, momentum=0.9, **EXPLODING_LR),
+    "fused-shuffled-minibatches": dict(optimizer="sgd", lr=0.5, momentum=0.9, batch_size=7, shuffle=True,
+                                       **EXPLODING_LR),
+    "autograd-torch-sgd": dict(optimizer=torch.optim.SGD, lr=0.5, momentum=0.9, batch_size=7, shuffle=True,
+                               **EXPLODING_LR),
+    "autograd-pyfit-sgd": dict(optimizer="sgd", loss=torch.nn.MSELoss(), lr=0.5, momentum=0.9, nesterov=True,
+                               **EXPLODING_LR),
+    "autograd-adam": dict(optimizer="adam", lr=1e6, scheduler="exponential", scheduler_kwargs={"gamma": 10.0}),
+}
+
+
+def _fit(epochs, settings):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 2, generator=g)
+    y = X @ torch.tensor([[1.0], [-2.0]]) + 0.5
+    return pyfit.fit("linear", X, y, epochs=epochs, seed=0, **settings), X, y
+
+
+def _assert_same_tree(a, b):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_same_tree(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, z in zip(a, b):
+            _assert_same_tree(x, z)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_non_finite_stop_leaves_the_state_of_the_last_finite_epoch(backend, name):
+    stopped, X, y = _fit(1000, CASES[name])
+    assert stopped.stop_reason == "non_finite"
+    assert stopped.backend.endswith("fused-linear" if name.startswith("fused") else "autograd")
+    assert stopped.epochs >= 2, "the case must have finite epochs before it fails"
+    clean, _, _ = _fit(stopped.epochs, CASES[name])
+    assert clean.stop_reason == "completed"
+
+    assert stopped.history == clean.history  # the losses, and the learning rates actually used
+    for a, b in zip(stopped.model.parameters(), clean.model.parameters()):
+        assert torch.equal(a, b)
+    _assert_same_tree(stopped.optimizer.state_dict(), clean.optimizer.state_dict())
+    _assert_same_tree(stopped.scheduler.state_dict(), clean.scheduler.state_dict())
+    assert stopped.optimizer.param_groups[0]["lr"] == clean.optimizer.param_groups[0]["lr"]
+    assert torch.equal(stopped.state.generator.get_state(), clean.state.generator.get_state())
+
+    # the optimizer goes on: a step at a modest learning rate stays finite
+    for group in stopped.optimizer.param_groups:
+        group["lr"] = 1e-3
+    stopped.optimizer.zero_grad()
+    torch.nn.functional.mse_loss(stopped.model(X), y).backward()
+    stopped.optimizer.step()
+    assert all(bool(torch.isfinite(p).all()) for p in stopped.model.parameters())
+    for per_param in stopped.optimizer.state.values():
+        for value in per_param.values():
+            assert not isinstance(value, torch.Tensor) or bool(torch.isfinite(value).all())
+
+
+def test_a_fused_stop_on_the_first_epoch_leaves_no_momentum_buffer(backend):
+    # torch.optim.SGD makes its buffers on the first step: a fit that never took one has none
+    stopped, _, _ = _fit(5, dict(optimizer="sgd", lr=1e38, momentum=0.9))
+    assert stopped.stop_reason == "non_finite" and stopped.epochs == 0
+    assert stopped.backend.endswith("fused-linear")
+    assert all(not state for state in stopped.optimizer.state.values())
+    assert stopped.history == {"loss": [], "lr": []}
+
+
+def test_large_finite_losses_whose_sum_overflows_are_not_a_stop(backend):
+    # each epoch's loss is about 1e306; two hundred of them add up past float64's range
+    X = torch.tensor([[1e153]], dtype=torch.float64)
+    y = torch.zeros(1, dtype=torch.float64)
+    model = pyfit.Linear(1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    result = pyfit.fit(model, X, y, lr=1e-320, epochs=200)
+    assert result.backend.endswith("fused-linear")
+    assert result.stop_reason == "completed" and result.epochs == 200
