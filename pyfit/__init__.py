@@ -17,6 +17,8 @@ from .callbacks import LRScheduling
 from .checkpoint import Checkpoint
 from .checkpoint import load_checkpoint
 from .checkpoint import save_checkpoint
+from .compare import Comparison
+from .compare import compare
 from .data import Dataset
 from .data import load_data
 from .errors import CheckpointError
@@ -35,6 +37,8 @@ from .optimizers import SGD
 from .optimizers import build_optimizer
 from .plot import plot_fit
 from .plot import plot_loss
+from .plot import plot_losses
+from .plot import plot_predictions
 from .predict import predict
 from .registry import LOSSES
 from .registry import MODELS
@@ -60,6 +64,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "CheckpointError",
+    "Comparison",
     "DataError",
     "Dataset",
     "EarlyStopping",
@@ -85,12 +90,15 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "compare",
     "fit",
     "load_checkpoint",
     "load_data",
     "ops",
     "plot_fit",
     "plot_loss",
+    "plot_losses",
+    "plot_predictions",
     "predict",
     "save_checkpoint",
 ]

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -243,6 +244,41 @@ def predict(args, parser) -> int:
     finally:
         if args.output:
             out.close()
+    return EXIT_OK
+
+
+def _optimizer_spec(text: str, parser) -> Dict[str, Any]:
+    """``sgd`` or ``adam:lr=0.01,betas=[0.9,0.99]`` as compare's {"name": ..., setting: value}."""
+    name, _, settings = text.partition(":")
+    # commas inside brackets belong to a value (betas=[0.9,0.99])
+    pairs = [pair for pair in re.split(r",(?![^\[]*\])", settings) if pair.strip()]
+    return {"name": name.strip(), **_key_values(pairs, f"--optimizer {text}", parser)}
+
+
+def compare(args, parser) -> int:
+    """Fit the data with each optimizer; the table (or JSON) on stdout, the loss curves saved."""
+    import pyfit
+    from .data import load_data
+
+    specs = [_optimizer_spec(text, parser) for text in args.optimizer]
+    lrs = args.lr
+    if lrs is not None and len(lrs) not in (1, len(specs)):
+        parser.error(f"--lr takes one value or one per optimizer ({len(specs)}), got {len(lrs)}")
+    data = load_data(args.data, args.target, args.features)
+    fit_kwargs = {"batch_size": args.batch_size, "progress": False,
+                  "model_kwargs": _key_values(args.model_arg, "--model-arg", parser)}
+    table = pyfit.compare(args.model, data.X, data.y, specs, lrs=lrs[0] if lrs and len(lrs) == 1 else lrs,
+                          epochs=args.epochs, seed=args.seed, tol=args.tol, loss=args.loss, fit_kwargs=fit_kwargs)
+    table.plot(args.plot)
+    if args.json:
+        print(json.dumps({"model": table.model, "loss": table.loss, "data": data.path, "rows": table.to_dicts(),
+                          "tol": table.tol, "start_loss": _finite(table.start_loss),
+                          "best_loss": _finite(table.target_loss), "plot": args.plot}))
+    else:
+        print(f"{data.X.shape[0]} rows of {data.path}: features {', '.join(data.features)}; "
+              f"target {', '.join(data.target)}")
+        print(table.to_text())
+        print(f"plot: {args.plot}")
     return EXIT_OK
 
 
