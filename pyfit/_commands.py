@@ -21,6 +21,7 @@ import torch
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _key_values, parse_value
 
 DEMO_WEIGHT, DEMO_BIAS, DEMO_POINTS = 3.0, 0.8, 50
+_PARAMETERS_IN_SUMMARY = 10  # more than this many numbers are left to --json and checkpoints
 
 # TOML keys (the flags' names, '-' or '_') -> argparse destinations
 _CONFIG_KEYS = {
@@ -130,11 +131,9 @@ def _r2(y: torch.Tensor, pred: torch.Tensor) -> float:
     return float((1 - ss_res / ss_tot).mean())
 
 
-def _parameters(model) -> Optional[Dict[str, List[float]]]:
-    params = dict(model.named_parameters())
-    if sum(p.numel() for p in params.values()) > 10:
-        return None
-    return {name: [float(v) for v in p.detach().reshape(-1)] for name, p in params.items()}
+def _parameters(model) -> Dict[str, List[float]]:
+    """Every parameter, flattened: --json gives them all, the summary those of small models."""
+    return {name: [float(v) for v in p.detach().reshape(-1)] for name, p in model.named_parameters()}
 
 
 class _Announce:
@@ -183,8 +182,11 @@ def fit(args, parser) -> int:
     if s["plot"]:
         os.makedirs(s["plot"], exist_ok=True)
         result.plot_loss(os.path.join(s["plot"], "loss.png"))
+        result.plot_predictions(data.X, data.y, os.path.join(s["plot"], "predictions.png"),
+                                target_names=data.target)
         if data.X.shape[1] == 1 and data.y.ndim == 1:
-            result.plot_fit(data.X, data.y, os.path.join(s["plot"], "fit.png"))
+            result.plot_fit(data.X, data.y, os.path.join(s["plot"], "fit.png"), xlabel=data.features[0],
+                            ylabel=data.target[0])
     _report(result, r2, s)
     if result.stop_reason == "interrupted":
         print(f"pyfit fit: interrupted after epoch {result.epochs}"
@@ -213,8 +215,9 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
     print(f"stopped      {result.stop_reason}{detail}")
     print(f"backend      {result.backend}")
     print(f"wall time    {result.seconds:.3f} s")
-    for name, values in (parameters or {}).items():
-        print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
+    if sum(len(values) for values in parameters.values()) <= _PARAMETERS_IN_SUMMARY:
+        for name, values in parameters.items():
+            print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
     if s["save"]:
         print(f"checkpoint   {s['save']}")
 

@@ -82,7 +82,9 @@ def _add_fit(commands) -> None:
     fit.add_argument("--config", metavar="FILE.toml", help="settings as TOML, with the flags' names as keys")
     fit.add_argument("--save", metavar="CHECKPOINT", help="save the fit here (also on Ctrl-C)")
     fit.add_argument("--resume", metavar="CHECKPOINT", help="continue this checkpoint's fit up to --epochs")
-    fit.add_argument("--plot", metavar="DIR", help="save loss.png (and fit.png for one feature) here")
+    fit.add_argument("--plot", metavar="DIR",
+                     help="save loss.png and predictions.png (predicted against actual) here, and fit.png "
+                          "for one feature")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
