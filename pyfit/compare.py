@@ -209,8 +209,8 @@ def _least_squares(model: nn.Module, loss_fn: Any, X: torch.Tensor, y: torch.Ten
         if solved.bias is not None:
             design = torch.cat([design, torch.ones(design.shape[0], 1, dtype=design.dtype)], 1)
         targets = y.reshape(y.shape[0], -1).double()  # (N, K)
-        # lstsq with gelsd: the minimum-norm solution, also for a rank-deficient design
-        solution = torch.linalg.lstsq(design, targets, driver="gelsd").solution  # (P[+1], K)
+        # gelsy (QR with column pivoting): the minimum-norm solution, also for a rank-deficient design
+        solution = torch.linalg.lstsq(design, targets, driver="gelsy").solution  # (P[+1], K)
         weights = solution[:solved.weight.shape[1]].T  # (K, P), as the model stores its weight
         solved.weight.copy_(weights.reshape(solved.weight.shape))
         if solved.bias is not None:
@@ -296,9 +296,11 @@ def compare(
             stop_reason=result.stop_reason, val_loss=val_loss, losses=list(history["loss"]), result=result))
         epoch_ends.append(clock.ends)
         fitted_model = result.model
-    started = time.perf_counter()
-    solved = _least_squares(fitted_model, loss_fn, X, y) if reference else None
-    seconds = time.perf_counter() - started
+    solved, seconds = None, 0.0
+    if reference:
+        started = time.perf_counter()
+        solved = _least_squares(fitted_model, loss_fn, X, y)
+        seconds = time.perf_counter() - started
     if solved is not None:
         rows.append(ComparisonRow(
             label=REFERENCE_LABEL, optimizer=None, settings={"method": "lstsq"},

@@ -153,3 +153,14 @@ def test_a_model_object_is_copied_so_every_optimizer_starts_from_it():
     assert all(torch.equal(a, b) for a, b in zip(start, model.parameters()))
     assert table.rows[0].losses[0] == table.rows[1].losses[0]
     assert table.model == "Linear" and not math.isnan(table.rows[-1].final_loss)
+
+
+def test_closed_form_of_a_rank_deficient_design_is_still_the_least_squares_loss():
+    import numpy as np
+
+    X, y = _data(rows=30)
+    X = torch.cat([X, X[:, :1]], 1)  # a repeated column: many solutions, one least loss
+    table = pyfit.compare("linear", X, y, ["sgd"], lrs=0.05, epochs=3)
+    design = np.c_[X.numpy(), np.ones(len(X))]
+    residual = design @ np.linalg.lstsq(design, y.numpy(), rcond=None)[0] - y.numpy()
+    assert table.rows[-1].final_loss == pytest.approx(float((residual ** 2).mean()), rel=1e-9)
