@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .losses import MSELoss, SSELoss, as_loss
-from .models import LINEAR_IN_PARAMETERS
+from ._fusable import _declared_by_definer
+from .losses import as_loss, build_loss
+from .models import LINEAR_IN_PARAMETERS, build_model
 from .registry import OPTIMIZERS
 from .validation import check_fit_data, check_positive
 
@@ -188,34 +189,89 @@ class _EpochClock:
         pass
 
 
-def _loss_of(model: nn.Module, loss_fn: Any, X: torch.Tensor, y: torch.Tensor) -> float:
-    """The loss of ``model`` as it stands on (X, y)."""
-    from .predict import predict
-
-    pred = predict(model, X)
+def _loss_of(pred: torch.Tensor, loss_fn: Any, y: torch.Tensor, model: Optional[nn.Module]) -> float:
+    """The loss of predictions ``pred`` of targets ``y``."""
     pred = pred.reshape(y.shape) if pred.numel() == y.numel() else pred
     with torch.no_grad():
         return float(loss_fn(pred.to(y.dtype), y, model=model))
 
 
-def _least_squares(model: nn.Module, loss_fn: Any, X: torch.Tensor, y: torch.Tensor) -> Optional[nn.Module]:
-    """A copy of ``model`` set to the closed-form least-squares solution, where that is the loss's
-    minimum: a model declared linear in its parameters under mse or sse. None otherwise."""
-    if not isinstance(loss_fn, (MSELoss, SSELoss)) or not getattr(type(model), LINEAR_IN_PARAMETERS, False):
+def _design_model(model: Any, X: torch.Tensor, y: torch.Tensor, model_kwargs: Dict[str, Any]) -> Optional[nn.Module]:
+    """The model whose design matrix the closed form solves with, when it declares one:
+    ``forward(X) == design_matrix(X) @ weight.T + bias``, read from the class that defines each."""
+    if isinstance(model, str):
+        kwargs = {"in_features": X.shape[1], **model_kwargs}
+        if y.dim() == 2:
+            kwargs.setdefault("out_features", y.shape[1])
+        model = build_model(model, **kwargs)
+    if not isinstance(model, nn.Module) or any(
+            _declared_by_definer(type(model), method, LINEAR_IN_PARAMETERS) is not True
+            for method in ("forward", "design_matrix")):
         return None
-    solved = copy.deepcopy(model)
-    with torch.no_grad():
-        design = solved.design_matrix(X.to(solved.weight.dtype)).double()  # (N, P)
-        if solved.bias is not None:
-            design = torch.cat([design, torch.ones(design.shape[0], 1, dtype=design.dtype)], 1)
+    return model
+
+
+class _LeastSquares:
+    """The closed-form least-squares fit of a design model: predictions for any X."""
+
+    def __init__(self, model: nn.Module, X: torch.Tensor, y: torch.Tensor):
+        self.model, self.has_bias = model, getattr(model, "bias", None) is not None
         targets = y.reshape(y.shape[0], -1).double()  # (N, K)
-        # gelsy (QR with column pivoting): the minimum-norm solution, also for a rank-deficient design
-        solution = torch.linalg.lstsq(design, targets, driver="gelsy").solution  # (P[+1], K)
-        weights = solution[:solved.weight.shape[1]].T  # (K, P), as the model stores its weight
-        solved.weight.copy_(weights.reshape(solved.weight.shape))
-        if solved.bias is not None:
-            solved.bias.copy_(solution[-1].reshape(solved.bias.shape))
-    return solved
+        # the minimum-norm solution through the SVD, dropping directions the data does not determine
+        # (singular values below numpy's lstsq cut-off), so a rank-deficient design is solved too
+        U, S, Vh = torch.linalg.svd(self._design(X), full_matrices=False)  # (N, R), (R,), (R, P[+1])
+        keep = S > S.max() * max(U.shape[0], Vh.shape[1]) * torch.finfo(S.dtype).eps
+        self.solution = Vh[keep].T @ ((U[:, keep].T @ targets) / S[keep, None])  # (P[+1], K)
+
+    def _design(self, X: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            design = self.model.design_matrix(X.double()).double()  # (N, P), in float64 whatever the data
+        if self.has_bias:
+            design = torch.cat([design, torch.ones(design.shape[0], 1, dtype=design.dtype)], 1)
+        return design
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        return self._design(X) @ self.solution  # (N, K)
+
+
+def _fit_row(model: Any, X: torch.Tensor, y: torch.Tensor, spec: Dict[str, Any], label: str, lr: Optional[float],
+             *, epochs: int, seed: int, loss: Any, loss_fn: Any, val: Any, fit_kwargs: Dict[str, Any]):
+    """One optimizer's fit as a table row, and when each of its epochs ended."""
+    from .fit import fit
+
+    settings = {k: v for k, v in spec.items() if k not in ("name", "lr")}
+    clock = _EpochClock()
+    result = fit(model, X, y, loss=loss, optimizer=spec["name"], lr=lr, epochs=epochs, seed=seed,
+                 callbacks=[clock], **fit_kwargs, **settings)
+    history = result.history
+    if history.get("val_loss"):  # fit's own validation (a split it made)
+        val_loss = history["val_loss"][-1]
+    else:
+        val_loss = _loss_of(result.predict(val[0]), loss_fn, val[1], result.model) if val is not None else None
+    row = ComparisonRow(
+        label=label, optimizer=spec["name"], settings={"lr": history["lr"][0] if history["lr"] else lr, **settings},
+        final_loss=_loss_of(result.predict(X), loss_fn, y, result.model), epochs=result.epochs,
+        seconds=result.seconds, stop_reason=result.stop_reason, val_loss=val_loss, losses=list(history["loss"]),
+        result=result)
+    return row, clock.ends
+
+
+def _reference_row(model: Any, X: torch.Tensor, y: torch.Tensor, loss_fn: Any, val: Any,
+                   model_kwargs: Dict[str, Any]) -> Optional[ComparisonRow]:
+    """The closed-form least-squares row, where the loss declares a squared error (as the fused path
+    reads it) and the model a design matrix; None elsewhere."""
+    if _declared_by_definer(type(loss_fn), "__call__", "fused_reduction") not in ("mean", "sum"):
+        return None
+    design_model = _design_model(model, X, y, model_kwargs)
+    if design_model is None:
+        return None
+    started = time.perf_counter()
+    solved = _LeastSquares(design_model, X, y)
+    seconds = time.perf_counter() - started
+    val_loss = _loss_of(solved.predict(val[0]), loss_fn, val[1].double(), None) if val is not None else None
+    return ComparisonRow(label=REFERENCE_LABEL, optimizer=None, settings={"method": "svd"},
+                         final_loss=_loss_of(solved.predict(X), loss_fn, y.double(), None), epochs=0,
+                         seconds=seconds, stop_reason="exact", val_loss=val_loss)
 
 
 def _reached(losses: Sequence[float], threshold: float) -> Optional[int]:
@@ -255,8 +311,6 @@ def compare(
     >>> table.rows[1].final_loss < table.rows[0].final_loss
     True
     """
-    from .fit import fit
-
     check_positive("tol", tol)
     specs = [_spec(optimizer) for optimizer in optimizers]
     if not specs:
@@ -267,47 +321,25 @@ def compare(
         raise InputError(f"fit_kwargs may not set {', '.join(sorted(taken))}: compare sets them "
                          "(use its own arguments)")
     X, y = check_fit_data(X, y)
-    loss_fn = as_loss(loss)
+    loss_fn = build_loss(loss, **(fit_kwargs.get("loss_kwargs") or {})) if isinstance(loss, str) else as_loss(loss)
     val = check_fit_data(*validation_data) if validation_data is not None else None
     lrs_used = [_lr_for(index, spec, lrs, len(specs)) for index, spec in enumerate(specs)]
     for spec, lr in zip(specs, lrs_used):
         # bad settings fail here, before any fit; and the first optimizer built in a process pays
         # for torch's lazy imports, which would otherwise count against the first row's seconds
         _warm_up(spec, lr)
-    rows: List[ComparisonRow] = []
-    epoch_ends: List[List[float]] = []  # per optimizer row: seconds from its fit's start to each epoch's end
-    fitted_model = None
-    start_loss = math.nan
+    rows, epoch_ends = [], []  # epoch_ends: per optimizer, seconds from its fit's start to each epoch's end
     for spec, label, lr in zip(specs, _labels(specs), lrs_used):
-        settings = {k: v for k, v in spec.items() if k not in ("name", "lr")}
-        clock = _EpochClock()
         fresh = copy.deepcopy(model) if isinstance(model, nn.Module) else model  # every fit starts alike
-        result = fit(fresh, X, y, loss=loss, optimizer=spec["name"], lr=lr, epochs=epochs, seed=seed,
-                     callbacks=[clock], **fit_kwargs, **settings)
-        used_lr = result.history["lr"][0] if result.history["lr"] else lr
-        history = result.history
-        if history["loss"]:
-            start_loss = history["loss"][0] if math.isnan(start_loss) else max(start_loss, history["loss"][0])
-        val_loss = history["val_loss"][-1] if history.get("val_loss") else (
-            _loss_of(result.model, loss_fn, *val) if val is not None else None)
-        rows.append(ComparisonRow(
-            label=label, optimizer=spec["name"], settings={"lr": used_lr, **settings},
-            final_loss=_loss_of(result.model, loss_fn, X, y), epochs=result.epochs, seconds=result.seconds,
-            stop_reason=result.stop_reason, val_loss=val_loss, losses=list(history["loss"]), result=result))
-        epoch_ends.append(clock.ends)
-        fitted_model = result.model
-    solved, seconds = None, 0.0
+        row, ends = _fit_row(fresh, X, y, spec, label, lr, epochs=epochs, seed=seed, loss=loss, loss_fn=loss_fn,
+                             val=val, fit_kwargs=fit_kwargs)
+        rows.append(row)
+        epoch_ends.append(ends)
     if reference:
-        started = time.perf_counter()
-        solved = _least_squares(fitted_model, loss_fn, X, y)
-        seconds = time.perf_counter() - started
-    if solved is not None:
-        rows.append(ComparisonRow(
-            label=REFERENCE_LABEL, optimizer=None, settings={"method": "lstsq"},
-            final_loss=_loss_of(solved, loss_fn, X, y), epochs=0, seconds=seconds, stop_reason="exact",
-            val_loss=_loss_of(solved, loss_fn, *val) if val is not None else None))
-    finite = [row.final_loss for row in rows if math.isfinite(row.final_loss)]
-    target = min(finite) if finite else math.nan
+        solved = _reference_row(model, X, y, loss_fn, val, dict(fit_kwargs.get("model_kwargs") or {}))
+        rows += [solved] if solved is not None else []
+    start_loss = max((row.losses[0] for row in rows if row.losses), default=math.nan)
+    target = min((row.final_loss for row in rows if math.isfinite(row.final_loss)), default=math.nan)
     threshold = target + tol * (start_loss - target) if math.isfinite(start_loss) else target
     for row, ends in zip(rows, epoch_ends):  # the optimizer rows; the reference comes last
         # the curve holds losses before each epoch's updates: the returned model's counts as one more

@@ -41,7 +41,8 @@ def test_rows_follow_the_optimizers_and_each_matches_its_own_fit():
         returned = float((alone.predict(X) - y).pow(2).mean())
     assert row.final_loss == pytest.approx(returned, rel=1e-12)
     # every optimizer starts from the same parameters: the same first loss
-    assert len({row.losses[0] for row in table.rows[:4]}) == 1
+    first = [row.losses[0] for row in table.rows[:4]]
+    assert first == pytest.approx([first[0]] * 4, rel=1e-12)
 
 
 def test_the_closed_form_row_is_the_least_squares_loss_and_the_floor():
@@ -151,7 +152,8 @@ def test_a_model_object_is_copied_so_every_optimizer_starts_from_it():
     start = [p.detach().clone() for p in model.parameters()]
     table = pyfit.compare(model, X, y, ["sgd", "adam"], lrs=0.1, epochs=5)
     assert all(torch.equal(a, b) for a, b in zip(start, model.parameters()))
-    assert table.rows[0].losses[0] == table.rows[1].losses[0]
+    # the same start; the fused (sgd) and autograd (adam) paths may round the loss differently
+    assert table.rows[0].losses[0] == pytest.approx(table.rows[1].losses[0], rel=1e-12)
     assert table.model == "Linear" and not math.isnan(table.rows[-1].final_loss)
 
 
