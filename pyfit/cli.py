@@ -119,7 +119,8 @@ def _add_compare(commands) -> None:
     compare.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the initial parameters, shared (default 0)")
     compare.add_argument("--tol", type=float, default=0.001,
-                         help="'reached' means within TOL of the way from the start loss to the best (0.001)")
+                         help="an optimizer reaches TOL when all but TOL of the gap from the start loss to the "
+                              "best loss is closed (0.001)")
     compare.add_argument("--plot", default="compare.png", metavar="PATH",
                          help="where the loss curves go (default compare.png)")
     compare.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
