@@ -25,3 +25,16 @@ def _close_figures():
 def seeded():
     torch.manual_seed(0)
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(params=["python", "cpp"])
+def backend(request):
+    """Run the test once on the reference ops and once on the compiled ones (skipped when not built)."""
+    import pyfit
+
+    try:
+        pyfit.ops.set_backend(request.param)
+    except pyfit.ops.BackendUnavailableError as error:
+        pytest.skip(f"no {request.param} backend: {error}")
+    yield request.param
+    pyfit.ops.set_backend("auto")
