@@ -16,14 +16,8 @@ from torch import nn
 
 from . import _paths
 from .callbacks import COMPLETED, Callback, FitState, LRScheduling
-from .checkpoint import (
-    check_restorable,
-    constructor_settings,
-    read_checkpoint,
-    registry_name,
-    restore,
-    save_checkpoint,
-)
+from ._checkpoint_schema import check_restorable
+from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
 from .errors import CheckpointError, InputError
 from .losses import as_loss, build_loss
 from .models import build_model
