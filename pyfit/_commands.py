@@ -107,15 +107,15 @@ def _settings(args, parser) -> Dict[str, Any]:
     saved = read_checkpoint(merged["resume"]) if merged["resume"] else None
     if saved is not None:
         old, meta = saved["config"], saved.get("metadata") or {}
+        # not lr or the optimizer's settings: the resumed optimizer keeps its own unless a flag changes them
         fallback = {"loss": old.get("loss"), "optimizer": old.get("optimizer"), "scheduler": old.get("scheduler"),
-                    "lr": old.get("lr"), "epochs": old.get("epochs"), "batch_size": old.get("batch_size"),
+                    "epochs": old.get("epochs"), "batch_size": old.get("batch_size"),
                     "shuffle": old.get("shuffle"), "seed": old.get("seed"), "target": meta.get("target"),
                     "features": meta.get("features"), "early_stopping": meta.get("early_stopping")}
         for dest, value in fallback.items():
             if merged.get(dest) is None:
                 merged[dest] = ",".join(value) if isinstance(value, list) else value
-        for dest, key in (("opt_arg", "optimizer_kwargs"), ("loss_arg", "loss_kwargs"),
-                          ("sched_arg", "scheduler_kwargs")):
+        for dest, key in (("loss_arg", "loss_kwargs"), ("sched_arg", "scheduler_kwargs")):
             merged[dest] = {**(old.get(key) or {}), **merged[dest]}
     defaults = {"model": "linear", "loss": "mse", "optimizer": "sgd", "epochs": 100, "shuffle": False}
     for dest, value in defaults.items():

@@ -279,8 +279,10 @@ def fit(
         given = {**({} if lr is None else {"lr": lr}), **optimizer_kwargs}
         changes = optimizer_setting_changes(saved["optimizer"]["state"]["param_groups"], given,
                                             scheduler_like is not None, f"resuming {resume_from!r}")
-        if lr is None:  # the saved lr goes on, and is what this fit records
-            config["lr"] = saved["config"].get("lr")
+        if _saved_optimizer_settings(saved, optimizer) is not None:  # the same optimizer goes on: record
+            # the settings in effect, the saved ones with this fit's changes
+            config["lr"] = saved["config"].get("lr") if lr is None else lr
+            config["optimizer_kwargs"] = {**(saved["config"].get("optimizer_kwargs") or {}), **optimizer_kwargs}
 
     # all checked: build the scheduler on the real optimizer, restore a resumed fit, run
     sched = scheduler_factory(opt) if scheduler_factory is not None else scheduler
