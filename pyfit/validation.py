@@ -146,6 +146,28 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> No
         raise InputError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def check_optimizer_settings(settings: dict) -> None:
+    """Hyperparameter checks common to every optimizer, plus SGD's own rules."""
+    if "lr" in settings:
+        lr = settings["lr"]
+        if isinstance(lr, Tensor):
+            lr = float(lr)
+        check_positive("lr", lr)
+    for key in ("momentum", "weight_decay", "dampening", "alpha", "lr_decay", "eps"):
+        if key in settings and settings[key] is not None:
+            check_non_negative(key, settings[key])
+    if "betas" in settings:
+        betas = tuple(settings["betas"])
+        if len(betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas):
+            raise InputError(f"betas must be two numbers in [0, 1), got {settings['betas']!r}")
+    if settings.get("nesterov"):
+        if not settings.get("momentum"):
+            raise InputError("nesterov=True needs momentum > 0, got momentum="
+                             f"{settings.get('momentum', 0)!r}")
+        if settings.get("dampening", 0):
+            raise InputError(f"nesterov=True needs dampening=0, got dampening={settings['dampening']!r}")
+
+
 def check_epochs(epochs: Any) -> None:
     """An epoch count from 1 to MAX_EPOCHS."""
     check_positive_int("epochs", epochs)
@@ -234,28 +256,6 @@ def check_scheduler_settings(settings: Dict[str, Any]) -> None:
             check_positive(key, settings[key])
     if settings.get("eta_min") is not None:
         check_non_negative("eta_min", settings["eta_min"])
-
-
-def check_optimizer_settings(settings: dict) -> None:
-    """Hyperparameter checks common to every optimizer, plus SGD's own rules."""
-    if "lr" in settings:
-        lr = settings["lr"]
-        if isinstance(lr, Tensor):
-            lr = float(lr)
-        check_positive("lr", lr)
-    for key in ("momentum", "weight_decay", "dampening", "alpha", "lr_decay", "eps"):
-        if key in settings and settings[key] is not None:
-            check_non_negative(key, settings[key])
-    if "betas" in settings:
-        betas = tuple(settings["betas"])
-        if len(betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas):
-            raise InputError(f"betas must be two numbers in [0, 1), got {settings['betas']!r}")
-    if settings.get("nesterov"):
-        if not settings.get("momentum"):
-            raise InputError("nesterov=True needs momentum > 0, got momentum="
-                             f"{settings.get('momentum', 0)!r}")
-        if settings.get("dampening", 0):
-            raise InputError(f"nesterov=True needs dampening=0, got dampening={settings['dampening']!r}")
 
 
 def check_checkpoint_settings(checkpoint: Any, every: Any, resume_from: Any) -> None:
