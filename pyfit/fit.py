@@ -224,7 +224,15 @@ def fit(
     history and RNG states come from the file (``model=None`` rebuilds the saved
     model), and the loss, batch size, shuffling, optimizer and scheduler must be
     the ones it was fit with. Resuming is bit-for-bit the same as not stopping,
-    except after a Ctrl-C that fell inside a minibatch epoch.
+    except after a Ctrl-C that fell inside a minibatch epoch. A new ``lr`` or
+    optimizer setting given to a resumed fit applies from its first new epoch and
+    is what its checkpoint records (an lr that a scheduler would override is
+    refused).
+
+    Everything is checked before anything of the user's changes: a scheduler given
+    by name or factory is first built on a stand-in optimizer and stepped once,
+    and a resumed checkpoint must match the model and optimizer before any state
+    is loaded.
 
     >>> import torch, pyfit
     >>> x = torch.rand(50); y = 3 * x + 0.8
