@@ -134,6 +134,9 @@ def optimizer_setting_changes(groups: List[Dict[str, Any]], settings: Dict[str, 
     """
     changes = {}
     for key, value in settings.items():
+        if not any(key in g for g in groups):
+            known = sorted(k for k in groups[0] if k != "params") if groups else []
+            raise InputError(f"{context}: the optimizer has no setting {key!r}; it has {', '.join(known)}")
         if key == "lr" and scheduled:
             started = [g.get("initial_lr", g.get("lr")) for g in groups]
             if any(_differs(base, value) for base in started):
