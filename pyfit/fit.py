@@ -23,7 +23,7 @@ from .losses import as_loss, build_loss
 from .models import build_model
 from .optimizers import build_optimizer
 from .predict import model_dtype_device
-from .registry import OPTIMIZERS, SCHEDULERS
+from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
 from .result import FitResult
 from .schedulers import EPOCH_ONLY, build_scheduler, try_scheduler
 from .validation import (
@@ -181,8 +181,6 @@ def _epoch_only(scheduler: Any) -> bool:
     """True when the scheduler's learning rates depend on the epoch alone."""
     if scheduler is None:
         return True
-    from .registry import SCHEDULERS
-
     for entry in SCHEDULERS.entries():
         if inspect.isclass(entry.obj) and type(scheduler) is entry.obj:
             return EPOCH_ONLY in entry.flags
@@ -348,8 +346,6 @@ def _saved_dtype(saved: Dict[str, Any], path: str) -> Optional[torch.dtype]:
 
 def _names_of(config: Dict[str, Any], model: nn.Module, opt: Any, sched: Any, loss_fn: Any) -> Dict[str, Any]:
     """This fit's settings as a checkpoint records them, to compare with the one resumed."""
-    from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
-
     loss = config["loss"]
     return {
         "loss": registry_name(LOSSES, loss) if isinstance(loss, str) else registry_name(LOSSES, loss_fn),
