@@ -238,7 +238,14 @@ class Autograd(Runner):
             loss = self.loss_fn(pred, yb, model=self.model)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as error:
+                # torch raises this when a setting times a state value leaves the float range
+                # (Adam at lr=1e38): the step diverged, as a non-finite loss does
+                if "without overflow" not in str(error):
+                    raise
+                return math.inf
             total += loss.detach().double() * (1.0 if self.sum_reduction else (stop - start) / n)
             if interrupted() and stop < n:
                 return None
