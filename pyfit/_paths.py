@@ -226,9 +226,24 @@ class Autograd(Runner):
     def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(_match_prediction(self.model(xb), yb), yb, model=self.model)
 
-    def _closure_step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def _step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> bool:
+        """``optimizer.step``, with the closure when given; False when torch refused the step because a
+        setting times a state value left the float range (Adam at lr=1e38): it diverged, as a non-finite
+        loss does."""
+        try:
+            if closure is None:
+                self.optimizer.step()
+            else:
+                self.optimizer.step(closure)
+        except RuntimeError as error:
+            if "without overflow" not in str(error):
+                raise
+            return False
+        return True
+
+    def _closure_step(self, xb: torch.Tensor, yb: torch.Tensor) -> Optional[torch.Tensor]:
         """``optimizer.step(closure)``; returns the batch's loss at the parameters the step began from
-        (the closure's first evaluation), as the plain step records it."""
+        (the closure's first evaluation), as the plain step records it, or None when the step overflowed."""
         losses: List[torch.Tensor] = []
 
         def closure() -> torch.Tensor:
@@ -239,7 +254,8 @@ class Autograd(Runner):
             losses.append(loss.detach())
             return loss
 
-        self.optimizer.step(closure)
+        if not self._step(closure):
+            return None
         if not losses:
             raise RuntimeError(f"{type(self.optimizer).__name__} asks for a closure (requires_closure) but its "
                                "step never called it")
@@ -264,7 +280,10 @@ class Autograd(Runner):
                 loss = self._batch_loss(xb, yb)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimizer.step()
+                if not self._step():
+                    loss = None
+            if loss is None:  # the step overflowed
+                return math.inf
             total += loss.detach().double() * (1.0 if self.sum_reduction else (stop - start) / n)
             if interrupted() and stop < n:
                 return None
