@@ -334,7 +334,7 @@ def compare(args, parser) -> int:
     if args.json:
         print(json.dumps({"model": table.model, "loss": table.loss, "data": data.path, "rows": table.to_dicts(),
                           "tol": table.tol, "start_loss": _finite(table.start_loss),
-                          "best_loss": _finite(table.target_loss), "plot": args.plot}))
+                          "best_loss": _finite(table.best_loss), "plot": args.plot}))
     else:
         print(f"{data.X.shape[0]} rows of {data.path}: features {', '.join(data.features)}; "
               f"target {', '.join(data.target)}")

@@ -38,7 +38,7 @@ class ComparisonRow:
     label: str
     optimizer: Optional[str]
     settings: Dict[str, Any]
-    final_loss: float  # the loss of the returned model on the training data
+    final_loss: float  # the loss of the returned model on the X, y given to compare
     epochs: int
     seconds: float
     stop_reason: str
@@ -64,9 +64,9 @@ def _number(value: Optional[float]) -> Optional[float]:
 class Comparison:
     """What :func:`compare` returns: the rows, and how "reaching tol" was judged.
 
-    ``target_loss`` is the best loss in the table (the closed form's, when there is
+    ``best_loss`` is the best loss in the table (the closed form's, when there is
     one); an optimizer reaches tol at the first epoch whose loss is within
-    ``tol * (start_loss - target_loss)`` of it, ``start_loss`` being the loss at the
+    ``tol * (start_loss - best_loss)`` of it, ``start_loss`` being the loss at the
     shared initial parameters.
     """
 
@@ -74,7 +74,7 @@ class Comparison:
     model: str
     loss: str
     tol: float
-    target_loss: float
+    best_loss: float
     start_loss: float
 
     def to_dicts(self) -> List[Dict[str, Any]]:
@@ -101,7 +101,7 @@ class Comparison:
         text.insert(1, "  ".join("-" * width for width in widths))
         return "\n".join(text) + (f"\n{self.model} model, {self.loss} loss. Reaching tol {self.tol:g}: closing all "
                                   f"but {self.tol:g} of the gap from the start loss {_float_text(self.start_loss)} "
-                                  f"to the best loss {_float_text(self.target_loss)}.")
+                                  f"to the best loss {_float_text(self.best_loss)}.")
 
     def __str__(self) -> str:
         return self.to_text()
@@ -348,5 +348,5 @@ def compare(
             row.epochs_to_tol, row.seconds_to_tol = reached, ends[reached - 1]
     model_name = model if isinstance(model, str) else type(model).__name__
     loss_name = loss if isinstance(loss, str) else type(loss_fn).__name__
-    return Comparison(rows=rows, model=model_name, loss=loss_name, tol=tol, target_loss=target,
+    return Comparison(rows=rows, model=model_name, loss=loss_name, tol=tol, best_loss=target,
                       start_loss=start_loss)

@@ -79,7 +79,7 @@ def test_no_closed_form_row_where_there_is_none():
 def test_epochs_to_tol_is_the_first_epoch_within_tol_of_the_best():
     X, y = _data()
     table = pyfit.compare("linear", X, y, ["sgd"], lrs=0.1, epochs=200, tol=1e-2)
-    row, best = table.rows[0], table.target_loss
+    row, best = table.rows[0], table.best_loss
     after = row.losses[1:] + [row.final_loss]  # the loss after each epoch
     threshold = best + 1e-2 * (table.start_loss - best)
     assert after[row.epochs_to_tol - 1] <= threshold < after[row.epochs_to_tol - 2]
@@ -166,3 +166,15 @@ def test_closed_form_of_a_rank_deficient_design_is_still_the_least_squares_loss(
     design = np.c_[X.numpy(), np.ones(len(X))]
     residual = design @ np.linalg.lstsq(design, y.numpy(), rcond=None)[0] - y.numpy()
     assert table.rows[-1].final_loss == pytest.approx(float((residual ** 2).mean()), rel=1e-9)
+
+
+def test_several_outputs_share_one_closed_form_row():
+    import numpy as np
+
+    X, y = _data(rows=40)
+    Y = torch.stack([y, 2 * y - X[:, 0]], 1)  # (40, 2)
+    table = pyfit.compare("linear", X, Y, ["lbfgs"], lrs=1.0, epochs=5)
+    design = np.c_[X.numpy(), np.ones(len(X))]
+    residual = design @ np.linalg.lstsq(design, Y.numpy(), rcond=None)[0] - Y.numpy()
+    assert table.rows[-1].final_loss == pytest.approx(float((residual ** 2).mean()), rel=1e-9)
+    assert table.rows[0].final_loss == pytest.approx(table.rows[-1].final_loss, rel=1e-6)
