@@ -9,7 +9,6 @@ namespace {
 template <typename T>
 __global__ void sgd_kernel(const SgdSegment* segments, int64_t count, int64_t total,
                            SgdHyper h) {
-  using C = typename Compute<T>::type;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     int64_t lo = 0, hi = count - 1;  // last segment with offset <= i
@@ -22,19 +21,18 @@ __global__ void sgd_kernel(const SgdSegment* segments, int64_t count, int64_t to
     T* param = static_cast<T*>(s.param);
     T* grad = static_cast<T*>(s.grad);
     T* buf = static_cast<T*>(s.buf);
-    const C p = to_compute(param[j]);
-    C d_p = to_compute(grad[j]);
+    // torch.optim.SGD's order of terms, so that float32 rounds as torch's does
+    const T p = param[j];
+    T d_p = grad[j];
     if (h.maximize) d_p = -d_p;
-    if (h.weight_decay != 0) d_p = d_p + C(h.weight_decay) * p;
+    if (h.weight_decay != 0) d_p = d_p + T(h.weight_decay) * p;
     if (h.momentum != 0) {
-      C b;
-      if (s.first) b = d_p;
-      else b = to_compute(buf[j]) * C(h.momentum) + C(1 - h.dampening) * d_p;
-      buf[j] = from_compute<T>(b);
-      d_p = h.nesterov ? d_p + C(h.momentum) * b : b;
+      const T b = s.first ? d_p : buf[j] * T(h.momentum) + T(1 - h.dampening) * d_p;
+      buf[j] = b;
+      d_p = h.nesterov ? d_p + T(h.momentum) * b : b;
     }
-    param[j] = from_compute<T>(p + C(-h.lr) * d_p);
-    if (h.zero_grads) grad[j] = from_compute<T>(C(0));
+    param[j] = p + T(-h.lr) * d_p;
+    if (h.zero_grads) grad[j] = T(0);
   }
 }
 
@@ -55,8 +53,6 @@ cudaError_t sgd_update(DType dtype, const SgdSegment* segments, int64_t count, i
   switch (dtype) {
     case DType::Float32: return launch<float>(segments, count, total, hyper, stream);
     case DType::Float64: return launch<double>(segments, count, total, hyper, stream);
-    case DType::Float16: return launch<__half>(segments, count, total, hyper, stream);
-    case DType::BFloat16: return launch<__nv_bfloat16>(segments, count, total, hyper, stream);
   }
   return cudaErrorInvalidValue;
 }

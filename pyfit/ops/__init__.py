@@ -2,7 +2,9 @@
 
 Every function here has one signature whichever backend runs it; ``backend()``
 says which one does. The reference lives in ``pyfit.ops._reference`` and is the
-oracle of the parity tests.
+oracle of the parity tests. Every backend takes the same arguments: each function
+checks them all first (``_checks``) and raises ``InputError`` before any tensor is
+written; the ops compute in ``SUPPORTED_DTYPES`` (float32, float64) only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from . import _checks
 from ._backend import (
     BackendUnavailableError,
     backend,
@@ -19,11 +22,13 @@ from ._backend import (
     implementation,
     set_backend,
 )
+from ._checks import SUPPORTED_DTYPES, supports
 
 _REDUCTIONS = {"mean": 0, "sum": 1}
 
 __all__ = [
     "BackendUnavailableError",
+    "SUPPORTED_DTYPES",
     "backend",
     "backend_reason",
     "linear_fit_",
@@ -31,6 +36,7 @@ __all__ = [
     "mse_loss",
     "set_backend",
     "sgd_update_",
+    "supports",
 ]
 
 
@@ -46,17 +52,16 @@ def _reduction_code(reduction: str) -> int:
 def mse_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean (or summed) squared error, forward and backward computed in one pass.
 
-    pred and target must have the same shape. Differentiable in both.
+    pred and target must have the same shape, device and dtype (float32 or
+    float64). Differentiable in both.
 
     >>> import torch, pyfit
     >>> pyfit.ops.mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
     tensor(2.)
     """
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"Shape mismatch: pred has shape {tuple(pred.shape)}, target {tuple(target.shape)}"
-        )
-    return implementation().mse_loss(pred, target, _reduction_code(reduction))
+    code = _reduction_code(reduction)
+    _checks.check_mse(pred, target)
+    return implementation().mse_loss(pred, target, code)
 
 
 def sgd_update_(
@@ -102,12 +107,13 @@ def sgd_update_(
         if momentum != 0:
             buf = new_buffers[i]
             first_step.append(buf is None)
-            if buf is None:
+            if buf is None:  # a new tensor: no state of the caller's changes here
                 buf = torch.empty_like(param, memory_format=torch.preserve_format)
                 new_buffers[i] = buf
             live_buffers.append(buf)
         else:
             first_step.append(False)
+    _checks.check_sgd(live_params, live_grads, live_buffers, zero_grads)
     if live_params:
         with torch.no_grad():
             implementation().sgd_update_(
@@ -148,11 +154,13 @@ def linear_step_(
     >>> pyfit.ops.linear_step_(X, y, w, b, lr=0.1)
     tensor(10.)
     """
+    code = _reduction_code(reduction)
+    _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
     with torch.no_grad():
         return implementation().linear_step_(
             X, y, weight, bias, weight_buf, bias_buf, float(lr), float(momentum),
             float(dampening), bool(nesterov), float(weight_decay), bool(maximize),
-            bool(first_step), _reduction_code(reduction),
+            bool(first_step), code,
         )
 
 
@@ -190,10 +198,13 @@ def linear_fit_(
     (3.0, 0.8)
     """
     lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1).cpu()
+    code = _reduction_code(reduction)
+    _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
+    _checks.check_fit_schedule(X, lrs, order)
+    _checks.check_order_values(order, X.shape[0])
     with torch.no_grad():
         return implementation().linear_fit_(
             X, y, weight, bias, weight_buf, bias_buf, lrs, order,
             0 if batch_size is None else int(batch_size), float(momentum), float(dampening),
-            bool(nesterov), float(weight_decay), bool(maximize), bool(first_step),
-            _reduction_code(reduction),
+            bool(nesterov), float(weight_decay), bool(maximize), bool(first_step), code,
         )
