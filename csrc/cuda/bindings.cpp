@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "../arguments.h"
@@ -58,29 +59,34 @@ void sgd_update_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const k::SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, zero_grads};
   // one launch per dtype present (float32, float64), each over all of its tensors
-  std::vector<k::SgdSegment> groups[2];
-  int64_t totals[2] = {0, 0};
+  std::vector<k::SgdChunk> chunks[2];
   for (size_t i = 0; i < count; ++i) {
     const int g = static_cast<int>(dtype_of(params[i]));
-    groups[g].push_back(k::SgdSegment{work.params[i].data_ptr(), work.grads[i].data_ptr(),
-                                      use_buf ? work.buffers[i].data_ptr() : nullptr, totals[g],
-                                      params[i].numel(), first_step.get(i) ? 1 : 0});
-    totals[g] += params[i].numel();
+    const int64_t item = params[i].element_size();
+    char* p = static_cast<char*>(work.params[i].data_ptr());
+    char* gr = static_cast<char*>(work.grads[i].data_ptr());
+    char* b = use_buf ? static_cast<char*>(work.buffers[i].data_ptr()) : nullptr;
+    for (int64_t begin = 0; begin < params[i].numel(); begin += k::kSgdChunk) {
+      const int64_t offset = begin * item;
+      chunks[g].push_back(k::SgdChunk{p + offset, gr + offset, b ? b + offset : nullptr,
+                                      std::min(k::kSgdChunk, params[i].numel() - begin),
+                                      first_step.get(i) ? 1 : 0});
+    }
   }
   for (int g = 0; g < 2; ++g) {
-    if (totals[g] == 0) continue;
-    const int64_t bytes = static_cast<int64_t>(groups[g].size() * sizeof(k::SgdSegment));
+    if (chunks[g].empty()) continue;
+    const int64_t bytes = static_cast<int64_t>(chunks[g].size() * sizeof(k::SgdChunk));
     at::Tensor table =
         at::empty({bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-    std::memcpy(table.data_ptr(), groups[g].data(), bytes);
+    std::memcpy(table.data_ptr(), chunks[g].data(), bytes);
     // The pinned block comes from torch's caching host allocator, which records the
     // non-blocking copy's stream and does not reuse the block before the copy is
     // done; nothing more is needed to keep it alive (record_stream is for device
     // memory and has no CPU kernel).
     at::Tensor device_table = table.to(params[0].device(), /*non_blocking=*/true);
     check_cuda(k::sgd_update(static_cast<k::DType>(g),
-                             static_cast<const k::SgdSegment*>(device_table.data_ptr()),
-                             static_cast<int64_t>(groups[g].size()), totals[g], hyper, stream),
+                             static_cast<const k::SgdChunk*>(device_table.data_ptr()),
+                             static_cast<int64_t>(chunks[g].size()), hyper, stream),
                "pyfit sgd_update_ kernel launch");
   }
   write_back_sgd(work, params, grads, buffers, zero_grads);

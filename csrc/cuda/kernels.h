@@ -21,12 +21,14 @@ cudaError_t mse_loss_fwd(DType dtype, const void* pred, const void* target, void
                          void* loss, int64_t n, int reduction, double* workspace,
                          cudaStream_t stream);
 
-// One tensor of a fused SGD step; an array of these lives in device memory.
-struct SgdSegment {
+// A run of at most kSgdChunk elements of one tensor of a fused SGD step, as
+// pointers to its first element; an array of these lives in device memory and a
+// block updates one chunk at a time, so no thread has to search for its tensor.
+constexpr int64_t kSgdChunk = 16384;
+struct SgdChunk {
   void* param;
   void* grad;
   void* buf;  // nullptr without momentum
-  int64_t offset;  // start of this tensor in the concatenated element space
   int64_t numel;
   int first;  // buffer holds no history yet
 };
@@ -34,9 +36,9 @@ struct SgdHyper {
   double lr, momentum, dampening, weight_decay;
   int nesterov, maximize, zero_grads;
 };
-// All segments (device array, sorted by offset) share dtype; total elements = total.
-cudaError_t sgd_update(DType dtype, const SgdSegment* segments, int64_t count, int64_t total,
-                       SgdHyper hyper, cudaStream_t stream);
+// All chunks (a device array of count) share dtype.
+cudaError_t sgd_update(DType dtype, const SgdChunk* chunks, int64_t count, SgdHyper hyper,
+                       cudaStream_t stream);
 
 // Linear least squares, one step on a batch (rows: device int64 indices or nullptr).
 // partials: linear_partials_size(n, K, D) doubles, bounded by about 32 MB or two
