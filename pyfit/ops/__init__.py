@@ -2,17 +2,19 @@
 
 Every function here has one signature whichever backend runs it; ``backend()``
 says which one does. The reference lives in ``pyfit.ops._reference`` and is the
-oracle of the parity tests. Every backend takes the same arguments: each function
-checks them all first (``_checks``) and raises ``InputError`` before any tensor is
-written; the ops compute in ``SUPPORTED_DTYPES`` (float32, float64) only.
+oracle of the parity tests. Every backend takes the same arguments and refuses the
+same ones with an ``InputError`` (``_checks``) before any tensor is written; the ops
+compute in ``SUPPORTED_DTYPES`` (float32, float64) only.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from ..errors import InputError
 
 from . import _checks
 from ._backend import (
@@ -49,6 +51,28 @@ def _reduction_code(reduction: str) -> int:
         ) from None
 
 
+def _run(name: str, check: Callable[[], None], *args):
+    """Run op ``name`` on the active backend; ``check`` refuses bad arguments.
+
+    The compiled kernels check every argument themselves before they write anything,
+    so they run first and ``check`` runs only when they refuse, to name the problem
+    as an InputError: no cost per call on the hot path. The reference checks nothing
+    and writes as it goes, so ``check`` runs before it.
+    """
+    ops = implementation()
+    if backend() == "python":
+        check()
+        return getattr(ops, name)(*args)
+    try:
+        return getattr(ops, name)(*args)
+    except RuntimeError:
+        try:
+            check()
+        except InputError as refusal:
+            raise refusal from None
+        raise
+
+
 def mse_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean (or summed) squared error, forward and backward computed in one pass.
 
@@ -60,8 +84,7 @@ def mse_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     tensor(2.)
     """
     code = _reduction_code(reduction)
-    _checks.check_mse(pred, target)
-    return implementation().mse_loss(pred, target, code)
+    return _run("mse_loss", lambda: _checks.check_mse(pred, target), pred, target, code)
 
 
 def sgd_update_(
@@ -113,10 +136,11 @@ def sgd_update_(
             live_buffers.append(buf)
         else:
             first_step.append(False)
-    _checks.check_sgd(live_params, live_grads, live_buffers, zero_grads)
     if live_params:
         with torch.no_grad():
-            implementation().sgd_update_(
+            _run(
+                "sgd_update_",
+                lambda: _checks.check_sgd(live_params, live_grads, live_buffers, zero_grads),
                 live_params, live_grads, live_buffers, first_step, float(lr), float(momentum),
                 float(dampening), bool(nesterov), float(weight_decay), bool(maximize),
                 bool(zero_grads),
@@ -155,9 +179,10 @@ def linear_step_(
     tensor(10.)
     """
     code = _reduction_code(reduction)
-    _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
     with torch.no_grad():
-        return implementation().linear_step_(
+        return _run(
+            "linear_step_",
+            lambda: _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum),
             X, y, weight, bias, weight_buf, bias_buf, float(lr), float(momentum),
             float(dampening), bool(nesterov), float(weight_decay), bool(maximize),
             bool(first_step), code,
@@ -199,11 +224,15 @@ def linear_fit_(
     """
     lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1).cpu()
     code = _reduction_code(reduction)
-    _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
-    _checks.check_fit_schedule(X, lrs, order)
-    _checks.check_order_values(order, X.shape[0])
+
+    def check() -> None:
+        _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
+        _checks.check_fit_schedule(X, lrs, order)
+        _checks.check_order_values(order, X.shape[0])
+
     with torch.no_grad():
-        return implementation().linear_fit_(
+        return _run(
+            "linear_fit_", check,
             X, y, weight, bias, weight_buf, bias_buf, lrs, order,
             0 if batch_size is None else int(batch_size), float(momentum), float(dampening),
             bool(nesterov), float(weight_decay), bool(maximize), bool(first_step), code,
