@@ -44,6 +44,8 @@ EOF
 ) || fail "torch cannot be imported by $PYTHON: $probe"
 sed 's/^/    /' <<<"$probe" | tee -a "$RESULTS"
 grep -q "^torch .* cuda None$" <<<"$probe" && fail "the installed torch is not a CUDA build: install one (e.g. pip install torch==2.14.1) and rerun"
+"$PYTHON" -c "import ninja, setuptools" 2>/dev/null ||
+    fail "$PYTHON lacks ninja or setuptools, which the build needs: pip install ninja setuptools"
 device=$(sed -n 's/^device //p' <<<"$probe")
 arch=$(sed -n 's/^arch //p' <<<"$probe")
 
@@ -72,6 +74,8 @@ if [ "$device" = "none" ]; then
 fi
 
 # --- tests: CUDA against the CPU kernels and the reference; the CPU op tests ----------
+"$PYTHON" -c "import pytest, hypothesis" 2>/dev/null ||
+    fail "$PYTHON lacks pytest or hypothesis, which the tests need: pip install pytest hypothesis"
 say ""
 say "## Tests on $device"
 start=$SECONDS

@@ -102,7 +102,8 @@ void check_linear_size(const LinearArgs& a) {
               "; fit this model on the CPU or with pyfit's autograd path");
 }
 
-// Runs `len` rows (from `start`, or rows[...] when `rows` is given) through one step.
+// The device buffers of one call's steps, reused by each; step() runs `len` rows
+// (from `start`, or rows[start...] when `rows` is given) through one SGD step.
 struct LinearRun {
   const LinearArgs& a;
   at::Tensor partials, scratch, state, step_loss;
