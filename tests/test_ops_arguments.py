@@ -237,3 +237,11 @@ def test_mse_backward_three_times_with_retained_graph(backend, reduction):
     (ours * 3).backward()
     (theirs * 3).backward()
     torch.testing.assert_close(pred.grad, p2.grad)
+
+
+@needs_compiled
+def test_mse_double_backward_matches_torch():
+    pred = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    for reduction in (0, 1):
+        assert torch.autograd.gradgradcheck(lambda p, t: ops.mse_loss(p, t, reduction), (pred, target))

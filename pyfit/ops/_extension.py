@@ -128,7 +128,9 @@ def _register_python_parts() -> None:
         if grad_loss is None or not (needs_pred or needs_target):
             return None, None, None
         grad = ctx.forward_grad
-        if grad is None:  # handed to autograd by an earlier backward: it may have changed
+        # recomputed when an earlier backward handed it to autograd (it may have changed
+        # since), or when a double backward needs its history (create_graph=True)
+        if grad is None or torch.is_grad_enabled():
             grad = (pred - target) * ctx.scale
         # loss.backward() seeds with 1: hand back the gradient itself, so the backward
         # costs no pass over the data
