@@ -86,7 +86,15 @@ def test_fit_matches_reference(problem, h, batch_size, shuffled):
     # in range; test_non_finite_stops_and_keeps_last_finite_params checks the stop itself.
     assume(bool((ref_losses.abs() < 1e30).all()))
     torch.testing.assert_close(losses, ref_losses, **TOL[X.dtype])
-    _assert_state_close(mine, ref)
+    if X.dtype == torch.float32:
+        # up to 3 x 64 single-row momentum steps: float32 rounding (FMA in the kernel,
+        # torch's matmul in the reference) compounds to a few 1e-4 relative; an update
+        # rule that differs is off by far more
+        for x, z in zip(mine, ref):
+            if x is not None:
+                torch.testing.assert_close(x, z, rtol=1e-3, atol=1e-4)
+    else:
+        _assert_state_close(mine, ref)
 
 
 def test_step_matches_autograd():
@@ -170,3 +178,20 @@ def test_errors_name_expected_and_actual():
     with pytest.raises(RuntimeError, match=r"order must hold row indices in \[0, 10\)"):
         ops.linear_fit_(X, y, w, None, None, None, torch.ones(1, dtype=torch.float64),
                         torch.full((1, 10), 10), 2, 0.0, 0.0, False, 0.0, False, True, 0)
+
+
+@pytest.mark.parametrize("reduction", [0, 1])  # mean, sum
+def test_zero_rows_match_the_reference(reduction):
+    # no rows: sum gives loss 0 and only the weight-decay step; mean gives NaN and no step
+    results = []
+    for impl in (ops, _reference):
+        w, b = torch.full((2, 3), 0.5), torch.full((2,), 0.25)
+        loss = impl.linear_step_(torch.zeros(0, 3), torch.zeros(0, 2), w, b, None, None, 0.1, 0.0, 0.0, False,
+                                 0.1, False, True, reduction)
+        results.append((loss, w, b))
+    (loss_c, w_c, b_c), (loss_r, w_r, b_r) = results
+    torch.testing.assert_close(loss_c, loss_r, equal_nan=True)
+    torch.testing.assert_close(w_c, w_r)
+    torch.testing.assert_close(b_c, b_r)
+    assert torch.allclose(w_r, torch.full((2, 3), 0.5 * (1 - 0.1 * 0.1) if reduction == 1 else 0.5))
+    assert bool(torch.isnan(loss_r)) == (reduction == 0)

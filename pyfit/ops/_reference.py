@@ -113,8 +113,9 @@ def _linear_loss_and_grads(
     loss = _blocked_sum(residual * residual, _LINEAR_FLUSH_ROWS).sum()
     scale = 2.0
     if reduction == MEAN:
+        # no rows: a NaN mean (0 / 0, as the compiled ops give), so the step is not taken
         loss = loss / residual.numel()
-        scale = 2.0 / residual.numel()
+        scale = 2.0 / residual.numel() if residual.numel() else float("nan")
     # (K, N) @ (N, D) -> (K, D)
     grad_weight = (_blocked_matmul_tn(residual, X, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype)
     grad_bias = (_blocked_sum(residual, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype) if bias is not None else None
