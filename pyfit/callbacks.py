@@ -18,6 +18,7 @@ COMPLETED = "completed"
 EARLY_STOPPING = "early_stopping"
 NON_FINITE = "non_finite"
 INTERRUPTED = "interrupted"
+CONVERGED = "converged"
 
 
 @dataclass
@@ -99,6 +100,51 @@ class EarlyStopping(Callback):
         if self.wait >= self.patience:
             state.stop(EARLY_STOPPING, f"{self.monitor} did not improve by more than {self.min_delta:g} "
                                        f"for {self.patience} epochs (best {self.best:.6g})")
+
+
+class Convergence(Callback):
+    """Stop once the loss has not improved by a fraction ``tol`` of its best for ``n_iter_no_change`` epochs.
+
+    Like scikit-learn's ``SGDRegressor(tol, n_iter_no_change)``, with the
+    tolerance relative to the best loss so it means the same in any units. The
+    count is read from the history, so a resumed fit stops where an unbroken one
+    would. It needs no hook between single epochs: the fused path checks after
+    every ``epochs_per_check`` epochs, so a converged fit may run that many more.
+
+    >>> import pyfit
+    >>> stopper = pyfit.Convergence(tol=1e-5, n_iter_no_change=5)
+    """
+
+    per_epoch = False
+    epochs_per_check = 100
+
+    def __init__(self, tol: float = 1e-5, n_iter_no_change: int = 5):
+        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 <= tol < 1:
+            raise ValueError(f"tol must be a number in [0, 1), got {tol!r}")
+        if not isinstance(n_iter_no_change, int) or isinstance(n_iter_no_change, bool) or n_iter_no_change < 1:
+            raise ValueError(f"n_iter_no_change must be an integer >= 1, got {n_iter_no_change!r}")
+        self.tol, self.n_iter_no_change = float(tol), n_iter_no_change
+        self.best, self.wait, self.seen = math.inf, 0, 0
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.best, self.wait, self.seen = math.inf, 0, 0
+        self._catch_up(state, stop=False)  # a resumed fit's history counts as it did
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._catch_up(state, stop=True)
+
+    def _catch_up(self, state: FitState, stop: bool) -> None:
+        losses = state.history["loss"]
+        for value in losses[self.seen:]:
+            self.seen += 1
+            if value < self.best - self.tol * abs(self.best) or self.best == math.inf:
+                self.best, self.wait = value, 0
+                continue
+            self.wait += 1
+            if stop and self.wait >= self.n_iter_no_change:
+                state.stop(CONVERGED, f"the loss improved by less than {self.tol:g} of its best "
+                                      f"({self.best:.6g}) for {self.n_iter_no_change} epochs, at epoch {self.seen}")
+                return
 
 
 class BestParameters(Callback):

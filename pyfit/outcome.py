@@ -1,0 +1,111 @@
+"""What a careful user checks after a fit, as warnings that say what to do next.
+
+A fit can end without an error and still be no good: still improving when the
+epochs ran out, bouncing because the steps are too long, worse than predicting
+the mean, or predicting one value for every row. :func:`diagnose` looks at the
+loss history and at the returned model's predictions on the training data and
+returns one sentence per problem, each with a concrete next step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .metrics import r2
+
+# the loss still fell by more than this fraction over the last tenth of the epochs: not converged
+STILL_FALLING = 1e-3
+# within the last epochs, at least this share of the changes are rises of at least RISE: oscillating
+RISING_SHARE, RISE = 0.3, 1e-3
+_WINDOW = 50
+
+
+def evaluate_loss(model: torch.nn.Module, loss_fn, X: Tensor, y: Tensor) -> float:
+    """The loss of ``model`` as it is now on all of (X, y), without gradients."""
+    from ._paths import _match_prediction
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return float(loss_fn(_match_prediction(model(X), y), y, model=model))
+    finally:
+        model.train(was_training)
+
+
+def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int) -> Optional[str]:
+    if stop_reason != "completed" or len(losses) < 10:
+        return None
+    span = max(2, len(losses) // 10)
+    earlier, last = losses[-span], losses[-1]
+    if not (earlier > 0 and math.isfinite(earlier) and math.isfinite(last)):
+        return None
+    drop = (earlier - last) / earlier
+    if drop <= STILL_FALLING:
+        return None
+    return (f"not converged: the loss was still falling at the last epoch ({drop:.2%} over the last {span} "
+            f"epochs); give it more epochs (epochs={2 * epochs}), standardize the features "
+            "(standardize=True, --standardize) or leave lr unset for lr='auto'")
+
+
+def _oscillating(losses: Sequence[float], lr: Optional[float]) -> Optional[str]:
+    window = [v for v in losses[-_WINDOW:] if math.isfinite(v)]
+    if len(window) < 10:
+        return None
+    changes = [(b - a) / abs(a) if a else 0.0 for a, b in zip(window, window[1:])]
+    rises = sum(1 for c in changes if c > RISE)
+    if rises < RISING_SHARE * len(changes):
+        return None
+    lower = f" (e.g. lr={lr / 10:.3g})" if lr else ""
+    return (f"the loss oscillates: it rose in {rises} of the last {len(changes)} epochs, so the steps are "
+            f"too long; lower lr{lower}, or leave lr unset for lr='auto'")
+
+
+def _worse_than_mean(score: float) -> Optional[str]:
+    if not score < 0:
+        return None
+    return (f"the fit is worse than predicting the mean of y (R² {score:.3g} < 0); standardize the features "
+            "(standardize=True, --standardize), leave lr unset for lr='auto' or lower it, and give it more "
+            "epochs")
+
+
+def _constant(y: Tensor, pred: Tensor) -> Optional[str]:
+    y = y.double().reshape(y.shape[0], -1)
+    pred = pred.double().reshape(y.shape)
+    spread_y, spread_pred = y.std(0, correction=0), pred.std(0, correction=0)
+    if y.shape[0] < 2 or not bool((spread_y > 0).all()):
+        return None
+    if not bool((spread_pred <= 1e-6 * spread_y).any()):
+        return None
+    return ("the model predicts the same value for every row (it learned at most the mean of y); "
+            "standardize the features, try another lr or optimizer (optimizer='adam'), more epochs, or a "
+            "smaller model")
+
+
+def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Tensor, pred: Tensor,
+             *, epochs: int, lr: Optional[float] = None) -> List[str]:
+    """One warning with a next step per problem found; an empty list for a fit that looks sound.
+
+    ``losses`` is the per-epoch history, ``pred`` the returned model's
+    predictions for the training targets ``y``.
+
+    >>> import torch
+    >>> y = torch.tensor([1.0, 2.0, 3.0])
+    >>> diagnose([3.0, 2.0, 1.0], "completed", "", y, torch.full((3,), 10.0), epochs=3)[0][:40]
+    'the fit is worse than predicting the mea'
+    """
+    if stop_reason == "non_finite":
+        lower = f" (e.g. lr={lr / 10:.3g})" if lr else ""
+        return [f"the fit diverged: {stop_detail}; lower lr{lower} or leave it unset for lr='auto', and "
+                "standardize the features (standardize=True, --standardize)"]
+    if not bool(torch.isfinite(pred).all()):
+        return ["the model's predictions are not finite; lower lr, leave it unset for lr='auto', or "
+                "standardize the features"]
+    found = [_not_converged(losses, stop_reason, epochs), _oscillating(losses, lr)]
+    score = r2(y, pred) if y.shape[0] > 1 else math.nan
+    found += [_worse_than_mean(score), _constant(y, pred)]
+    return [message for message in found if message]
