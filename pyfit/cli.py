@@ -46,6 +46,20 @@ def _key_values(pairs: Optional[List[str]], flag: str, parser: argparse.Argument
     return result
 
 
+def learning_rate(text: str) -> Any:
+    """A ``--lr`` value: a number, or ``auto``.
+
+    >>> learning_rate("0.1"), learning_rate("auto")
+    (0.1, 'auto')
+    """
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="fit y = 3x + 0.8 on 50 generated points and plot it",
                                description="Fit the line y = 3x + 0.8 to 50 points with x uniform in [0, 1), "
@@ -71,8 +85,19 @@ def _add_fit(commands) -> None:
                        ("--sched-arg", "scheduler")):
         fit.add_argument(flag, action="append", metavar="KEY=VALUE",
                          help=f"a {what} argument; repeat it; values are JSON (3, 0.5, true, [8,8]) or text")
-    fit.add_argument("--lr", type=float, help="learning rate (default 0.01)")
-    fit.add_argument("--epochs", type=int, help="epochs in all, resumed ones included (default 100)")
+    fit.add_argument("--lr", type=learning_rate,
+                     help="learning rate, or 'auto' (the default): for SGD on a linear or polynomial model under "
+                          "mse/sse the step that provably cannot diverge, else a range test's suggestion")
+    fit.add_argument("--epochs", type=int,
+                     help="the most epochs in all, resumed ones included (default 10000; the fit stops earlier "
+                          "once converged, see --tol)")
+    fit.add_argument("--tol", type=float,
+                     help="stop when the loss improves by less than this fraction of its best for "
+                          "--n-iter-no-change epochs (default 1e-5; 0 never stops early)")
+    fit.add_argument("--n-iter-no-change", type=int, metavar="N", help="epochs without improvement (default 5)")
+    fit.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                     help="standardize the features with their training mean and spread, kept in the model "
+                          "(default on); weights are reported in the data's units")
     fit.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
     fit.add_argument("--shuffle", action="store_true", default=None, help="shuffle minibatches every epoch")
     fit.add_argument("--seed", type=int, help="seed of the model's initialisation and the shuffling")

@@ -196,3 +196,84 @@ def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Te
     else:
         reason = f"a tenth of the rate with the lowest loss in a range test ({lrs[lowest]:.3g})"
     return LRFinder(lrs, losses, suggestion, reason, title)
+
+
+def _is_sgd(optimizer: Any) -> bool:
+    from .registry import OPTIMIZERS
+
+    factory = OPTIMIZERS.entry(optimizer).obj if isinstance(optimizer, str) else optimizer
+    return isinstance(factory, type) and issubclass(factory, torch.optim.SGD)
+
+
+def auto_lr(model: nn.Module, loss_fn: Any, optimizer: Any, settings: dict, X: Tensor, y: Tensor,
+            batch_size: Optional[int], build: Callable[[List[Tensor], float], Any]) -> Tuple[float, str]:
+    """``lr="auto"``: the learning rate a fit of ``model`` starts with, and why.
+
+    SGD on a model that declares itself linear in its parameters under a mean or
+    summed squared error takes :func:`squared_error_lr` on its design matrix;
+    anything else runs :func:`range_test` with ``build(params, lr)``, which
+    makes the fit's optimizer with its other settings.
+    """
+    from ._fusable import _declared_by_definer
+    from .scaling import declares_linear_in_parameters
+
+    reduction = _declared_by_definer(type(loss_fn), "__call__", "fused_reduction")
+    if _is_sgd(optimizer) and declares_linear_in_parameters(model) and reduction in ("mean", "sum"):
+        with torch.no_grad():
+            design = model.design_matrix(X)
+        outputs = 1 if y.dim() == 1 else y.shape[1]
+        weight_decay = float(settings.get("weight_decay") or 0.0)
+        return squared_error_lr(design, getattr(model, "bias", None) is not None, outputs, reduction, batch_size,
+                                weight_decay)
+    found = range_test(model, loss_fn, build, X, y, batch_size=batch_size)
+    return found.lr, found.reason
+
+
+def find_lr(model: Any, X: Any, y: Any, *, loss: Any = "mse", optimizer: Any = "sgd",
+            batch_size: Optional[int] = None, standardize: bool = False, seed: Optional[int] = None,
+            model_kwargs: Optional[dict] = None, loss_kwargs: Optional[dict] = None, start_lr: float = 1e-6,
+            end_lr: float = 10.0, steps: int = 100, plot: Optional[str] = None, **optimizer_kwargs: Any) -> LRFinder:
+    """Run a learning-rate range test for a fit of ``model`` to (X, y); ``.lr`` is the suggestion.
+
+    Takes ``fit``'s model, loss, optimizer, batch and scaling arguments; nothing
+    given is changed (a model object is tested on a copy). ``plot=PATH`` saves
+    loss against learning rate with the suggestion marked.
+
+    >>> import torch, pyfit
+    >>> X = torch.linspace(0, 1, 40).reshape(-1, 1); y = 3 * X[:, 0] + 0.8
+    >>> found = pyfit.find_lr("linear", X, y, seed=0)
+    >>> 1e-6 <= found.lr <= 10
+    True
+    """
+    from .fit import _resolve_model
+    from .losses import as_loss, build_loss
+    from .optimizers import build_optimizer
+    from .scaling import Standardized, standardized
+    from .validation import check_fit_data, check_optimizer_settings, check_positive, check_positive_int
+
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
+        check_positive(name, value)
+    if not end_lr > start_lr:
+        raise ValueError(f"end_lr must be larger than start_lr, got {start_lr!r} and {end_lr!r}")
+    check_positive_int("steps", steps)
+    check_positive_int("batch_size", batch_size, allow_none=True)
+    check_optimizer_settings({"lr": start_lr, **optimizer_kwargs})
+    dtype = next((p.dtype for p in model.parameters()), None) if isinstance(model, nn.Module) else None
+    X, y = check_fit_data(X, y, dtype)
+    built = _resolve_model(model, X, y, seed, dict(model_kwargs or {}))
+    if standardize and not isinstance(built, Standardized):
+        built = standardized(built, X)
+    loss_fn = build_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else as_loss(loss)
+
+    def build(params: List[Tensor], lr: float) -> Any:
+        settings = {**optimizer_kwargs, "lr": lr}
+        return build_optimizer(optimizer, params, **settings) if isinstance(optimizer, str) \
+            else optimizer(params, **settings)
+
+    name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "optimizer")
+    title = f"learning-rate range test: {type(built).__name__}, {loss if isinstance(loss, str) else 'loss'}, {name}"
+    found = range_test(built, loss_fn, build, X, y, batch_size=batch_size, start_lr=start_lr, end_lr=end_lr,
+                       steps=steps, title=title)
+    if plot is not None:
+        found.plot(plot)
+    return found

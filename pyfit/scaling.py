@@ -39,15 +39,12 @@ def feature_statistics(X: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def declares_linear_in_parameters(model: nn.Module) -> bool:
-    """True when the model's class vouches that ``model(X) == design_matrix(X) @ weight.T + bias``."""
-    from .registry import MODELS
+    """True when the classes defining the model's ``forward`` and ``design_matrix`` vouch for
+    ``model(X) == design_matrix(X) @ weight.T + bias`` (the rule the fused path reads, in ``_fusable.py``)."""
+    from ._fusable import _declared_by_definer
 
-    if not callable(getattr(model, "design_matrix", None)):
-        return False
-    if getattr(type(model), LINEAR_IN_PARAMETERS, False) is True:
-        return True
-    entry = MODELS.entry_of(model)
-    return entry is not None and LINEAR_IN_PARAMETERS in entry.flags
+    return all(_declared_by_definer(type(model), method, LINEAR_IN_PARAMETERS) is True
+               for method in ("forward", "design_matrix"))
 
 
 class Standardized(nn.Module):
