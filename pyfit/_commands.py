@@ -40,7 +40,15 @@ def _finite(value: float) -> Optional[float]:
 def demo(args, parser) -> int:
     """Fit y = 3x + 0.8 on 50 points, print the parameters, save the two plots."""
     import pyfit
+    from .errors import InputError
+    from .validation import check_epochs, check_positive, check_seed
 
+    try:
+        check_epochs(args.epochs)
+        check_positive("lr", args.lr)
+        check_seed(args.seed)
+    except InputError as error:
+        parser.error(str(error))
     generator = torch.Generator().manual_seed(args.seed)
     x = torch.rand(DEMO_POINTS, generator=generator)  # uniform in [0, 1)
     y = DEMO_WEIGHT * x + DEMO_BIAS
@@ -99,15 +107,15 @@ def _settings(args, parser) -> Dict[str, Any]:
     saved = read_checkpoint(merged["resume"]) if merged["resume"] else None
     if saved is not None:
         old, meta = saved["config"], saved.get("metadata") or {}
+        # not lr or the optimizer's settings: the resumed optimizer keeps its own unless a flag changes them
         fallback = {"loss": old.get("loss"), "optimizer": old.get("optimizer"), "scheduler": old.get("scheduler"),
-                    "lr": old.get("lr"), "epochs": old.get("epochs"), "batch_size": old.get("batch_size"),
+                    "epochs": old.get("epochs"), "batch_size": old.get("batch_size"),
                     "shuffle": old.get("shuffle"), "seed": old.get("seed"), "target": meta.get("target"),
                     "features": meta.get("features"), "early_stopping": meta.get("early_stopping")}
         for dest, value in fallback.items():
             if merged.get(dest) is None:
                 merged[dest] = ",".join(value) if isinstance(value, list) else value
-        for dest, key in (("opt_arg", "optimizer_kwargs"), ("loss_arg", "loss_kwargs"),
-                          ("sched_arg", "scheduler_kwargs")):
+        for dest, key in (("loss_arg", "loss_kwargs"), ("sched_arg", "scheduler_kwargs")):
             merged[dest] = {**(old.get(key) or {}), **merged[dest]}
     defaults = {"model": "linear", "loss": "mse", "optimizer": "sgd", "epochs": 100, "shuffle": False}
     for dest, value in defaults.items():
@@ -115,7 +123,46 @@ def _settings(args, parser) -> Dict[str, Any]:
             merged[dest] = value
     if not merged.get("target"):
         parser.error("fit needs --target COLUMN (or `target` in --config)")
+    _check_usage(merged, parser)
+    merged["dtype"] = _fit_dtype(saved)
     return merged
+
+
+def _check_usage(s: Dict[str, Any], parser) -> None:
+    """Every setting the user gave, checked before any data is read: a bad one is a usage error (exit 2)."""
+    from .errors import InputError, UnknownNameError
+    from .registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+    from .validation import (check_checkpoint_target, check_epochs, check_keywords, check_optimizer_settings,
+                             check_positive, check_positive_int, check_scheduler_settings, check_seed)
+
+    try:
+        check_epochs(s["epochs"])
+        if s["lr"] is not None:
+            check_positive("lr", s["lr"])
+        check_positive_int("batch_size", s["batch_size"], allow_none=True)
+        check_positive_int("early_stopping", s["early_stopping"], allow_none=True)
+        check_seed(s["seed"])
+        check_optimizer_settings(s["opt_arg"])
+        check_scheduler_settings(s["sched_arg"])
+        for what, registry, dest, passed_by_fit in (("model", MODELS, "model_arg", ()), ("loss", LOSSES, "loss_arg", ()),
+                                                    ("optimizer", OPTIMIZERS, "opt_arg", ("params",)),
+                                                    ("scheduler", SCHEDULERS, "sched_arg", ("optimizer", "epochs"))):
+            name = s[what]
+            if name is not None:
+                check_keywords(what, name, registry[name], s[dest], passed_by_fit)
+            elif s[dest] and what != "model":  # a resumed model takes its saved arguments plus these
+                raise InputError(f"--{dest.replace('_', '-')} needs --{what}")
+        if s["save"]:
+            check_checkpoint_target(s["save"], "--save")
+    except (InputError, UnknownNameError) as error:
+        parser.error(str(error))
+
+
+def _fit_dtype(saved: Optional[Dict[str, Any]]) -> torch.dtype:
+    """The dtype the fit computes in: a resumed model's, else torch's default."""
+    name = saved["model"]["dtype"] if saved is not None else None
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    return dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
 
 
 def _r2(y: torch.Tensor, pred: torch.Tensor) -> float:
@@ -160,7 +207,7 @@ def fit(args, parser) -> int:
     from .data import load_data
 
     s = _settings(args, parser)
-    data = load_data(args.data, s["target"], s["features"])
+    data = load_data(args.data, s["target"], s["features"], dtype=s["dtype"])
     callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"])] if s["early_stopping"] else []
     if not s["quiet"]:
         callbacks.append(_Announce(
@@ -220,9 +267,12 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
 
 def predict(args, parser) -> int:
     """A checkpoint's predictions for a data file, as CSV."""
+    import numpy as np
+
     import pyfit
-    from .data import load_features, split_names
+    from .data import read_table, split_names
     from .errors import InputError
+    from .predict import model_dtype_device
 
     checkpoint = pyfit.load_checkpoint(args.checkpoint)
     if checkpoint.model is None:
@@ -231,9 +281,16 @@ def predict(args, parser) -> int:
     features = split_names(args.features) or checkpoint.metadata.get("features")
     if not features:
         raise InputError(f"{args.checkpoint!r} does not record its feature columns; pass --features A,B")
-    X = load_features(args.data, features)
+    table = read_table(args.data)
+    X = table.columns(features, "feature column", model_dtype_device(checkpoint.model)[0])
     pred = pyfit.predict(checkpoint.model, X).double().cpu().numpy()
     pred = pred.reshape(pred.shape[0], -1)
+    bad = np.flatnonzero(~np.isfinite(pred).all(axis=1))
+    if bad.size:
+        raise InputError(f"{table.path}: the prediction for row {table.lines[bad[0]]} is "
+                         f"{', '.join(repr(float(v)) for v in pred[bad[0]])} ({bad.size} of {len(pred)} rows give "
+                         "non-finite predictions: the inputs or the model's parameters are too large); "
+                         "nothing was written")
     header = ["prediction"] if pred.shape[1] == 1 else [f"prediction_{k}" for k in range(pred.shape[1])]
     out = open(args.output, "w", newline="") if args.output else sys.stdout
     try:

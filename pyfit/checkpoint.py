@@ -17,14 +17,22 @@ built-ins and for installed plugins::
      "metadata": {...}}  # free-form, e.g. the CLI's feature and target column names
 
 Writes are atomic: the file is written beside its destination, fsynced and
-renamed over it, so a crash mid-save leaves the previous checkpoint whole.
+renamed over it, so a crash mid-save leaves the previous checkpoint whole. A
+symlink is written through (its target gets the new contents) and an existing
+file keeps its permissions.
+
+Reading checks every entry that loading uses (``_checkpoint_schema.SCHEMA``)
+before anything is built or loaded, so a damaged file is a CheckpointError that
+names the entry.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 import platform
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +44,8 @@ from torch import nn
 from ._version import __version__
 from .errors import CheckpointError, UnknownNameError
 from .registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, Registry
+from ._checkpoint_schema import check_restorable, check_schema
+from .validation import accepted_keywords
 
 FORMAT = "pyfit-checkpoint"
 FORMAT_VERSION = 1
@@ -151,18 +161,26 @@ def payload_of(result: Any, metadata: Optional[Dict[str, Any]] = None) -> Dict[s
 
 
 def write_atomic(payload: Dict[str, Any], path: str) -> None:
-    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``.
+
+    A symlink stays a symlink: the file it points to is the one replaced. A file
+    that exists keeps its permission bits (a private 0600 checkpoint stays private).
+    """
+    path = os.path.realpath(os.fspath(path))
+    directory = os.path.dirname(path)
+    if os.path.exists(path):
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+        os.chmod(temp, mode)  # mkstemp makes 0600
         os.replace(temp, path)
     except BaseException:
         try:
@@ -221,6 +239,7 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path!r} has checkpoint format version {version!r}; this pyfit "
                               f"({__version__}) reads versions up to {FORMAT_VERSION}")
+    check_schema(payload, path)
     return payload
 
 
@@ -234,45 +253,58 @@ def _lookup(registry: Registry, name: str, payload: Dict[str, Any], kind: str, p
                               f"({error})") from None
 
 
-def _constructor_keys(cls: type) -> Optional[set]:
-    """The keyword names the first ``__init__`` in cls's MRO without ``**kwargs`` accepts (None: any)."""
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        parameters = inspect.signature(init).parameters.values()
-        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
-            return {p.name for p in parameters}
-    return None
+def constructor_settings(factory: Any, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The saved settings that ``factory`` takes (``optimizer.defaults`` holds a few more than it accepts)."""
+    keys = accepted_keywords(factory) if inspect.isclass(factory) else None
+    return dict(settings) if keys is None else {k: v for k, v in settings.items() if k in keys}
 
 
 def _build_optimizer(spec: Dict[str, Any], model: nn.Module, payload, path) -> torch.optim.Optimizer:
     factory = _lookup(OPTIMIZERS, spec["name"], payload, "optimizer", path)
-    settings = dict(spec.get("settings") or {})
-    keys = _constructor_keys(factory) if inspect.isclass(factory) else None
-    if keys is not None:
-        settings = {k: v for k, v in settings.items() if k in keys}
-    optimizer = factory(list(model.parameters()), **settings)
+    try:
+        optimizer = factory(list(model.parameters()), **constructor_settings(factory, spec["settings"]))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path!r}: its optimizer {spec['name']!r} cannot be rebuilt from the saved "
+                              f"settings: {_first_line(error)}") from None
+    check_restorable(payload, path, model=model, optimizer=optimizer)
     optimizer.load_state_dict(spec["state"])  # restores every param group setting too
     return optimizer
 
 
+def _snapshot(model: nn.Module, optimizer: Any, scheduler: Any) -> Any:
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
+            None if scheduler is None else copy.deepcopy(scheduler.state_dict()))
+
+
 def restore(payload: Dict[str, Any], path: str, *, model: nn.Module, optimizer: Any = None,
             scheduler: Any = None, state: Any = None) -> None:
-    """Load the checkpoint's states into existing objects (fit's resume), restoring the RNGs last."""
+    """Load the checkpoint's states into existing objects (fit's resume), restoring the RNGs last.
+
+    Everything that can be checked is checked first (:func:`check_restorable`);
+    should a load still fail, the model, optimizer and scheduler get their own
+    states back before the CheckpointError.
+    """
+    check_restorable(payload, path, model=model, optimizer=optimizer)
+    before = _snapshot(model, optimizer, scheduler)
     try:
         model.load_state_dict(payload["model"]["state"])
         if optimizer is not None:
             optimizer.load_state_dict(payload["optimizer"]["state"])
-        if scheduler is not None and payload.get("scheduler"):
+        if scheduler is not None and payload["scheduler"]:
             scheduler.load_state_dict(payload["scheduler"]["state"])
-    except (RuntimeError, ValueError, KeyError) as error:
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        model.load_state_dict(before[0])
+        if optimizer is not None:
+            optimizer.load_state_dict(before[1])
+        if scheduler is not None:
+            scheduler.load_state_dict(before[2])
         raise CheckpointError(f"{path!r} does not match this fit's model or optimizer: {_first_line(error)}") \
             from None
     if state is not None:
-        state.epoch = int(payload["epoch"])
+        state.epoch = payload["epoch"]
         state.history = {k: list(v) for k, v in payload["history"].items()}
-        if state.generator is not None and payload["rng"].get("fit") is not None:
+        if state.generator is not None and payload["rng"]["fit"] is not None:
             state.generator.set_state(payload["rng"]["fit"])
     torch.set_rng_state(payload["rng"]["torch"])
     cuda_states = payload["rng"].get("cuda") or []
@@ -284,7 +316,8 @@ def load_checkpoint(path: str, *, model: Optional[nn.Module] = None) -> Checkpoi
     """Load a checkpoint: the model, optimizer and scheduler rebuilt and restored.
 
     Pass ``model`` for a model class that is not registered (its state is loaded
-    into it). RNG states are not touched; ``fit(..., resume_from=path)`` restores them.
+    into it, last, once everything else has loaded). RNG states are not touched;
+    ``fit(..., resume_from=path)`` restores them.
 
     >>> import os, tempfile, torch, pyfit
     >>> result = pyfit.fit("polynomial", torch.rand(20), torch.rand(20), epochs=3, model_kwargs={"degree": 3})
@@ -295,31 +328,37 @@ def load_checkpoint(path: str, *, model: Optional[nn.Module] = None) -> Checkpoi
     path = os.fspath(path)
     payload = read_checkpoint(path)
     spec = payload["model"]
-    if model is None and spec.get("name") is not None and isinstance(spec.get("args"), dict):
+    if model is None and spec["name"] is not None and spec["args"] is not None:
         factory = _lookup(MODELS, spec["name"], payload, "model", path)
-        model = factory(**spec["args"])
-        if spec.get("dtype"):
+        try:
+            model = factory(**spec["args"])
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{path!r}: its model {spec['name']!r} cannot be rebuilt from the saved "
+                                  f"arguments: {_first_line(error)}") from None
+        if spec["dtype"]:
             model = model.to(getattr(torch, spec["dtype"]))
     optimizer = scheduler = None
     if model is not None:
-        try:
-            model.load_state_dict(spec["state"])
-        except RuntimeError as error:
-            raise CheckpointError(f"{path!r} does not match the model: {_first_line(error)}") from None
-        if payload["optimizer"].get("name") is not None:
+        check_restorable(payload, path, model=model)
+        if payload["optimizer"]["name"] is not None:
             optimizer = _build_optimizer(payload["optimizer"], model, payload, path)
-        sched = payload.get("scheduler")
-        if optimizer is not None and sched and sched.get("name") is not None:
+        sched = payload["scheduler"]
+        if optimizer is not None and sched and sched["name"] is not None:
             from .schedulers import build_scheduler
 
             _lookup(SCHEDULERS, sched["name"], payload, "scheduler", path)
-            scheduler = build_scheduler(sched["name"], optimizer, epochs=payload["config"].get("epochs"),
-                                        **sched.get("kwargs", {}))
+            try:
+                scheduler = build_scheduler(sched["name"], optimizer, epochs=payload["config"].get("epochs"),
+                                            **sched["kwargs"])
+            except (TypeError, ValueError) as error:
+                raise CheckpointError(f"{path!r}: its scheduler {sched['name']!r} cannot be rebuilt from the "
+                                      f"saved settings: {_first_line(error)}") from None
             optimizer.load_state_dict(payload["optimizer"]["state"])  # the scheduler's constructor moved lr
             scheduler.load_state_dict(sched["state"])
+        model.load_state_dict(spec["state"])  # last: a refusal above leaves a model you passed untouched
     return Checkpoint(
         path=path, model=model, optimizer=optimizer, scheduler=scheduler,
-        history={k: list(v) for k, v in payload["history"].items()}, epoch=int(payload["epoch"]),
+        history={k: list(v) for k, v in payload["history"].items()}, epoch=payload["epoch"],
         config=dict(payload["config"]), stop_reason=payload.get("stop_reason"),
         stop_detail=payload.get("stop_detail", ""), backend=payload.get("backend", ""),
         versions=dict(payload.get("versions", {})), plugins=dict(payload.get("plugins", {})),

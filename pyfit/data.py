@@ -12,7 +12,7 @@ import csv
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -31,8 +31,13 @@ class Table:
     cells: Union[List[List[str]], np.ndarray]  # CSV: rows of strings; arrays: (N, C) numbers
     lines: List[int]  # the 1-based row number a user sees, for each row
 
-    def column(self, name: str, role: str = "column") -> np.ndarray:
-        """One column as float64 (N,), refusing unknown names, missing and non-numeric cells."""
+    def column(self, name: str, role: str = "column", dtype: Any = None) -> np.ndarray:
+        """One column as float64 (N,), refusing unknown names, missing and non-numeric cells.
+
+        ``dtype`` is the float dtype the fit computes in: a value too large for it
+        (1e308 is finite in float64, inf in float32) is refused with its row too.
+        """
+        limit = _largest(dtype)
         if name not in self.names:
             raise DataError(f"{self.path}: unknown {role} {name!r}; available columns: {', '.join(self.names)}")
         j = self.names.index(name)
@@ -42,6 +47,9 @@ class Table:
             if bad.size:
                 what = "missing value (NaN)" if math.isnan(values[bad[0]]) else f"non-finite value {values[bad[0]]}"
                 raise DataError(f"{self.path}: {what} at row {self.lines[bad[0]]}, column {name!r}")
+            large = np.flatnonzero(np.abs(values) > limit)
+            if large.size:
+                raise DataError(_too_large(self.path, values[large[0]], self.lines[large[0]], name, dtype))
             return values
         values = np.empty(len(self.cells), dtype=np.float64)
         for i, row in enumerate(self.cells):
@@ -55,13 +63,30 @@ class Table:
                                 f"{name!r}; expected a number") from None
             if not math.isfinite(value):
                 raise DataError(f"{self.path}: non-finite value {cell!r} at row {self.lines[i]}, column {name!r}")
+            if abs(value) > limit:
+                raise DataError(_too_large(self.path, cell, self.lines[i], name, dtype))
             values[i] = value
         return values
 
-    def columns(self, names: Sequence[str], role: str = "column") -> np.ndarray:
+    def columns(self, names: Sequence[str], role: str = "column", dtype: Any = None) -> np.ndarray:
         """Several columns as a float64 (N, len(names)) array."""
-        return np.stack([self.column(name, role) for name in names], axis=1) if names else \
+        return np.stack([self.column(name, role, dtype) for name in names], axis=1) if names else \
             np.empty((len(self.lines), 0))
+
+
+def _largest(dtype: Any) -> float:
+    """The largest finite magnitude of a float dtype, torch's or numpy's (inf for None)."""
+    if dtype is None:
+        return math.inf
+    import torch
+
+    return float(torch.finfo(dtype).max if isinstance(dtype, torch.dtype) else np.finfo(dtype).max)
+
+
+def _too_large(path: str, value: Any, line: int, name: str, dtype: Any) -> str:
+    label = str(dtype).replace("torch.", "") if type(dtype).__module__ == "torch" else np.dtype(dtype).name
+    return (f"{path}: value {value} at row {line}, column {name!r} is too large for {label}, the dtype the fit "
+            f"computes in (the largest it holds is {_largest(dtype):.4g}); scale the column")
 
 
 @dataclass
@@ -115,6 +140,9 @@ def _read_csv(path: str) -> Table:
 
 
 def _numeric(path: str, name: str, array: np.ndarray) -> np.ndarray:
+    if np.iscomplexobj(array):
+        raise DataError(f"{path}: array {name!r} has complex dtype {array.dtype}; pyfit fits real numbers (store "
+                        "the real and imaginary parts as two columns)")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise DataError(f"{path}: array {name!r} has dtype {array.dtype}; expected numbers")
     return array
@@ -164,6 +192,8 @@ def read_table(path: str) -> Table:
             return _read_npy(path)
         if suffix == ".npz":
             return _read_npz(path)
+    except DataError:
+        raise
     except (ValueError, OSError, EOFError) as error:  # a truncated or foreign array file
         raise DataError(f"{path} is not a readable {suffix} file: {error}") from None
     return _read_csv(path)
@@ -179,8 +209,11 @@ def split_names(names: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
 
 
 def load_data(path: str, target: Union[str, Sequence[str]],
-              features: Union[None, str, Sequence[str]] = None) -> Dataset:
+              features: Union[None, str, Sequence[str]] = None, *, dtype: Any = None) -> Dataset:
     """X and y from a data file: ``target`` names the y column(s), ``features`` the X columns (default: the rest).
+
+    With ``dtype`` (the dtype the fit computes in, e.g. ``torch.float32``), values
+    too large for it are refused with their row and column.
 
     >>> import os, tempfile, pyfit
     >>> path = os.path.join(tempfile.mkdtemp(), "points.csv")
@@ -198,17 +231,25 @@ def load_data(path: str, target: Union[str, Sequence[str]],
         chosen = [name for name in table.names if name not in targets]
     if not chosen:
         raise DataError(f"{table.path}: no feature columns left besides the target {', '.join(targets)}")
+    for role, names in (("target", targets), ("feature", chosen)):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise DataError(f"{table.path}: {role} column {repeated[0]!r} is named twice")
+    both = [name for name in chosen if name in targets]
+    if both:
+        raise DataError(f"{table.path}: column {both[0]!r} is both a feature and a target; a model that is "
+                        "given its target learns nothing")
     for name in targets + chosen:  # unknown names first, before any cell is read
         if name not in table.names:
             role = "target column" if name in targets else "feature column"
             raise DataError(f"{table.path}: unknown {role} {name!r}; available columns: {', '.join(table.names)}")
-    X = table.columns(chosen, "feature column")
-    y = table.columns(targets, "target column")
+    X = table.columns(chosen, "feature column", dtype)
+    y = table.columns(targets, "target column", dtype)
     return Dataset(X, y[:, 0] if len(targets) == 1 else y, chosen, targets, table.path)
 
 
-def load_features(path: str, features: Union[None, str, Sequence[str]]) -> np.ndarray:
-    """Just the feature columns of a data file, (N, D) float64, for predictions."""
+def load_features(path: str, features: Union[None, str, Sequence[str]], *, dtype: Any = None) -> np.ndarray:
+    """Just the feature columns of a data file, (N, D) float64, for predictions (``dtype`` as for load_data)."""
     table = read_table(path)
     chosen = split_names(features) or table.names
-    return table.columns(chosen, "feature column")
+    return table.columns(chosen, "feature column", dtype)

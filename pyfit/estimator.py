@@ -24,8 +24,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .callbacks import EarlyStopping
+from .checkpoint import registry_name
+from .errors import InputError
+from .fit import apply_optimizer_settings, optimizer_setting_changes
 from .fit import fit as _fit
 from .predict import predict as _predict
+from .registry import OPTIMIZERS, SCHEDULERS
+from .validation import check_optimizer_settings
 
 NESTED = ("model_kwargs", "optimizer_kwargs", "loss_kwargs")
 _DTYPES = [np.float64, np.float32]  # float32 stays float32; everything else becomes float64
@@ -110,10 +115,21 @@ class Regressor(RegressorMixin, BaseEstimator):
                           scheduler=self.scheduler, model_kwargs=dict(self.model_kwargs or {}),
                           **common, **dict(self.optimizer_kwargs or {}))
             self.history_ = {key: list(values) for key, values in result.history.items()}
+            self._fitted_with = {"optimizer": self.optimizer, "scheduler": self.scheduler}
         else:
-            # a different seed per continuation, so shuffled epochs do not repeat an earlier order
-            result = _fit(self.model_, X_t, y_t, optimizer=self.optimizer_, scheduler=self.scheduler_,
-                          seed=None if seed is None else seed + self.n_iter_, **common)
+            changes = self._setting_changes()
+            before = [dict(group) for group in self.optimizer_.param_groups], dict(self.optimizer_.defaults)
+            apply_optimizer_settings(self.optimizer_, changes)
+            try:
+                # a different seed per continuation, so shuffled epochs do not repeat an earlier order
+                result = _fit(self.model_, X_t, y_t, optimizer=self.optimizer_, scheduler=self.scheduler_,
+                              seed=None if seed is None else seed + self.n_iter_, **common)
+            except BaseException:  # a refusal leaves the optimizer as it was
+                for group, old in zip(self.optimizer_.param_groups, before[0]):
+                    group.update(old)
+                self.optimizer_.defaults.clear()
+                self.optimizer_.defaults.update(before[1])
+                raise
             for key, values in result.history.items():
                 self.history_.setdefault(key, []).extend(values)
         self.model_, self.optimizer_, self.scheduler_ = result.model, result.optimizer, result.scheduler
@@ -121,6 +137,24 @@ class Regressor(RegressorMixin, BaseEstimator):
         self.stop_reason_, self.backend_ = result.stop_reason, result.backend
         if result.stop_reason == "non_finite":
             warnings.warn(f"pyfit.Regressor: {result.stop_detail}", RuntimeWarning, stacklevel=3)
+
+    def _setting_changes(self) -> Dict[str, Any]:
+        """lr and optimizer settings changed (set_params) since the fitted optimizer was built, to apply to it.
+
+        Another optimizer or scheduler cannot take over a fit half-way; that, and an
+        lr its scheduler would override, is refused with what to do instead.
+        """
+        for what, registry in (("optimizer", OPTIMIZERS), ("scheduler", SCHEDULERS)):
+            name = getattr(self, what)
+            before = getattr(self, "_fitted_with", {}).get(what, name)
+            if (name is None) != (before is None) or (name is not None and
+                                                      registry_name(registry, name) != registry_name(registry, before)):
+                raise InputError(f"pyfit.Regressor: {what}={name!r}, but the fitted model continues with "
+                                 f"{what}={before!r}; call fit with warm_start=False (or on a clone) to change it")
+        settings = {"lr": self.lr, **dict(self.optimizer_kwargs or {})}
+        check_optimizer_settings(settings)
+        return optimizer_setting_changes(self.optimizer_.param_groups, settings, self.scheduler_ is not None,
+                                         "pyfit.Regressor continuing its fit")
 
     def fit(self, X: Any, y: Any) -> "Regressor":
         """Fit for ``epochs`` epochs (more epochs on the fitted model with ``warm_start=True``)."""

@@ -9,29 +9,34 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from torch import nn
 
 from . import _paths
 from .callbacks import COMPLETED, Callback, FitState, LRScheduling
-from .checkpoint import read_checkpoint, registry_name, restore, save_checkpoint
-from .errors import InputError
+from ._checkpoint_schema import check_restorable
+from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
+from .errors import CheckpointError, InputError
 from .losses import as_loss, build_loss
 from .models import build_model
 from .optimizers import build_optimizer
 from .predict import model_dtype_device
+from .registry import OPTIMIZERS, SCHEDULERS
 from .result import FitResult
-from .schedulers import EPOCH_ONLY, build_scheduler
+from .schedulers import EPOCH_ONLY, build_scheduler, try_scheduler
 from .validation import (
     check_checkpoint_settings,
+    check_epochs,
     check_features,
     check_fit_data,
     check_optimizer_settings,
     check_outputs,
     check_positive_int,
     check_resume_settings,
+    check_scheduler_settings,
+    check_seed,
 )
 
 DEFAULT_LR = 0.01
@@ -65,14 +70,19 @@ def _resolve_model(model: Any, X: torch.Tensor, y: torch.Tensor, seed: Optional[
     return built
 
 
-def _resolve_optimizer(optimizer: Any, model: nn.Module, lr: Optional[float],
-                       optimizer_kwargs: Dict[str, Any]) -> torch.optim.Optimizer:
+def _resolve_optimizer(optimizer: Any, model: nn.Module, lr: Optional[float], optimizer_kwargs: Dict[str, Any],
+                       saved_settings: Optional[Dict[str, Any]] = None) -> torch.optim.Optimizer:
+    """The fit's optimizer; one given by name starts from ``saved_settings`` (a resumed fit's) when there are any."""
     if isinstance(optimizer, torch.optim.Optimizer):
         if lr is not None or optimizer_kwargs:
             raise TypeError("lr and optimizer settings go to the optimizer you built; "
                             "pass them there, or give the optimizer by name")
         return optimizer
-    settings = {"lr": DEFAULT_LR if lr is None else lr, **optimizer_kwargs}
+    settings = dict(saved_settings or {})
+    settings.setdefault("lr", DEFAULT_LR)
+    if lr is not None:
+        settings["lr"] = lr
+    settings.update(optimizer_kwargs)
     check_optimizer_settings(settings)
     params = list(model.parameters())
     if not params:
@@ -84,17 +94,84 @@ def _resolve_optimizer(optimizer: Any, model: nn.Module, lr: Optional[float],
     raise TypeError(f"optimizer must be a registry name, an optimizer or a class, got {type(optimizer).__name__}")
 
 
-def _resolve_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, epochs: int,
-                       scheduler_kwargs: Dict[str, Any]) -> Any:
+def _scheduler_factory(scheduler: Any, epochs: int, scheduler_kwargs: Dict[str, Any]):
+    """How to build the fit's scheduler on an optimizer; None for none, or for a scheduler object given ready."""
     if scheduler is None:
+        if scheduler_kwargs:
+            raise TypeError("scheduler_kwargs needs a scheduler")
         return None
     if isinstance(scheduler, str):
-        return build_scheduler(scheduler, optimizer, epochs=epochs, **scheduler_kwargs)
+        SCHEDULERS.entry(scheduler)  # an unknown name is refused here, with the names that exist
+        return lambda optimizer: build_scheduler(scheduler, optimizer, epochs=epochs, **scheduler_kwargs)
     if hasattr(scheduler, "step") and not inspect.isclass(scheduler):
-        return scheduler
+        if scheduler_kwargs:
+            raise TypeError("scheduler_kwargs only applies when the scheduler is given by name or as a factory")
+        return None
     if callable(scheduler):
-        return scheduler(optimizer, **scheduler_kwargs)
+        return lambda optimizer: scheduler(optimizer, **scheduler_kwargs)
     raise TypeError(f"scheduler must be a registry name, a scheduler or a factory, got {type(scheduler).__name__}")
+
+
+def _check_scheduler(scheduler: Any, factory: Any, optimizer: torch.optim.Optimizer) -> Any:
+    """A scheduler like the fit's, built on a stand-in optimizer and stepped once; the user's own object as it is."""
+    if factory is None:
+        if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
+            raise InputError(f"the {type(scheduler).__name__} given as scheduler steps another optimizer than "
+                             "this fit's; build it on the optimizer you pass to fit")
+        return scheduler
+    what = f"the scheduler {scheduler!r}" if isinstance(scheduler, str) else \
+        f"the scheduler factory {getattr(scheduler, '__name__', type(scheduler).__name__)}"
+    return try_scheduler(factory, optimizer, what)
+
+
+def optimizer_setting_changes(groups: List[Dict[str, Any]], settings: Dict[str, Any], scheduled: bool,
+                              context: str) -> Dict[str, Any]:
+    """The settings that differ from those of param ``groups`` (a fit that continues), to apply to its optimizer.
+
+    Under a scheduler, the lr of every epoch is the scheduler's, computed from the
+    lr it started with (and cycling schedulers set momentum too): changing those
+    would be ignored, so it is refused.
+    """
+    changes = {}
+    for key, value in settings.items():
+        if key == "lr" and scheduled:
+            started = [g.get("initial_lr", g.get("lr")) for g in groups]
+            if any(_differs(base, value) for base in started):
+                raise InputError(f"{context}: lr={value!r} differs from lr={started[0]!r}, which its scheduler "
+                                 "started from and sets every epoch's lr from; keep that lr, or start a new fit to "
+                                 "use another")
+            continue
+        if scheduled and key in ("momentum", "betas") and any("base_momentum" in g for g in groups):
+            if any(_differs(g.get(key), value) for g in groups):
+                raise InputError(f"{context}: {key}={value!r} differs from the saved {groups[0].get(key)!r}, and "
+                                 "its scheduler sets the momentum of every step; start a new fit to change it")
+            continue
+        if any(key in g and _differs(g[key], value) for g in groups):
+            changes[key] = value
+    return changes
+
+
+def _differs(current: Any, new: Any) -> bool:
+    if isinstance(current, (list, tuple)) and isinstance(new, (list, tuple)):
+        return tuple(current) != tuple(new)
+    return current != new
+
+
+def apply_optimizer_settings(optimizer: torch.optim.Optimizer, changes: Dict[str, Any]) -> None:
+    """Give every param group (and the defaults, which a checkpoint records) the changed settings."""
+    for group in optimizer.param_groups:
+        group.update({key: value for key, value in changes.items() if key in group})
+    optimizer.defaults.update(changes)
+
+
+def _saved_optimizer_settings(saved: Optional[Dict[str, Any]], optimizer: Any) -> Optional[Dict[str, Any]]:
+    """A resumed checkpoint's optimizer settings, when this fit names the same optimizer."""
+    if saved is None or not isinstance(optimizer, str):
+        return None
+    spec = saved["optimizer"]
+    if registry_name(OPTIMIZERS, optimizer) != spec["name"]:
+        return None  # the resume check names the difference
+    return constructor_settings(OPTIMIZERS.entry(optimizer).obj, spec["settings"])
 
 
 def _epoch_only(scheduler: Any) -> bool:
@@ -156,17 +233,19 @@ def fit(
     [3.0, 0.8]
     """
     started = time.perf_counter()
-    check_positive_int("epochs", epochs)
+    # every check comes first: nothing of the user's changes until the last one has passed
+    check_epochs(epochs)
     check_positive_int("batch_size", batch_size, allow_none=True)
     check_checkpoint_settings(checkpoint, checkpoint_every, resume_from)
-    if seed is not None and not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    seed = check_seed(seed)
+    scheduler_kwargs = dict(scheduler_kwargs or {})
+    check_scheduler_settings(scheduler_kwargs)
     saved = read_checkpoint(resume_from) if resume_from is not None else None
     model_kwargs = dict(model_kwargs or {})
     dtype = device = None
     if model is None and saved is not None:
         model, model_kwargs = _saved_model(saved, resume_from, model_kwargs)
-        dtype = getattr(torch, saved["model"]["dtype"]) if saved["model"].get("dtype") else None
+        dtype = _saved_dtype(saved, resume_from)
     if isinstance(model, nn.Module):
         dtype, device = model_dtype_device(model)
     X, y = check_fit_data(X, y, dtype)
@@ -178,30 +257,44 @@ def fit(
     loss_fn = build_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else as_loss(loss)
     if loss_kwargs and not isinstance(loss, str):
         raise TypeError("loss_kwargs only applies when the loss is given by name")
-    opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs)
-    sched = _resolve_scheduler(scheduler, opt, epochs, dict(scheduler_kwargs or {}))
+    opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, _saved_optimizer_settings(saved, optimizer))
+    scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
+    scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt)
 
     callbacks = list(callbacks)
     for callback in callbacks:
         if not all(hasattr(callback, hook) for hook in ("on_fit_start", "on_epoch_end", "on_fit_end")):
             raise TypeError(f"{type(callback).__name__} is not a callback: it needs on_fit_start, "
                             "on_epoch_end and on_fit_end (subclass pyfit.Callback)")
+    config = {"model": model if isinstance(model, str) else None, "model_args": model_kwargs,
+              "loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
+              "shuffle": shuffle, "seed": seed, "scheduler": scheduler, "model_kwargs": model_kwargs,
+              "loss_kwargs": dict(loss_kwargs or {}), "optimizer_kwargs": dict(optimizer_kwargs),
+              "scheduler_kwargs": scheduler_kwargs}
+    changes: Dict[str, Any] = {}
+    if saved is not None:
+        check_resume_settings(resume_from, saved["config"], _names_of(config, built, opt, scheduler_like, loss_fn),
+                              saved["epoch"], epochs)
+        check_restorable(saved, resume_from, model=built, optimizer=opt)
+        given = {**({} if lr is None else {"lr": lr}), **optimizer_kwargs}
+        changes = optimizer_setting_changes(saved["optimizer"]["state"]["param_groups"], given,
+                                            scheduler_like is not None, f"resuming {resume_from!r}")
+        if _saved_optimizer_settings(saved, optimizer) is not None:  # the same optimizer goes on: record
+            # the settings in effect, the saved ones with this fit's changes
+            config["lr"] = saved["config"].get("lr") if lr is None else lr
+            config["optimizer_kwargs"] = {**(saved["config"].get("optimizer_kwargs") or {}), **optimizer_kwargs}
+
+    # all checked: build the scheduler on the real optimizer, restore a resumed fit, run
+    sched = scheduler_factory(opt) if scheduler_factory is not None else scheduler
     epoch_only = _epoch_only(sched)
     if not epoch_only:
         callbacks.append(LRScheduling(sched))
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-    config = {"model": model if isinstance(model, str) else None, "model_args": model_kwargs,
-              "loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
-              "shuffle": shuffle, "seed": seed, "scheduler": scheduler, "model_kwargs": model_kwargs,
-              "loss_kwargs": dict(loss_kwargs or {}), "optimizer_kwargs": dict(optimizer_kwargs),
-              "scheduler_kwargs": dict(scheduler_kwargs or {})}
-
     state = FitState(model=built, optimizer=opt, epochs=epochs, scheduler=sched, generator=generator)
     if saved is not None:
-        check_resume_settings(resume_from, saved["config"], _names_of(config, built, opt, sched, loss_fn),
-                              saved["epoch"], epochs)
         restore(saved, resume_from, model=built, optimizer=opt, scheduler=sched, state=state)
+        apply_optimizer_settings(opt, changes)
     runner = _paths.choose(built, loss_fn, opt, X, y, batch_size, shuffle, generator,
                            precomputed_scheduler=sched if epoch_only else None)
 
@@ -226,10 +319,20 @@ def fit(
 def _saved_model(saved: Dict[str, Any], path: str, model_kwargs: Dict[str, Any]):
     """The registry name and constructor arguments of a checkpoint's model, for ``model=None``."""
     spec = saved["model"]
-    if spec.get("name") is None or not isinstance(spec.get("args"), dict):
+    if spec["name"] is None or spec["args"] is None:
         raise InputError(f"the model in {path!r} ({spec.get('class')}) is not a registered model; pass the "
                          "model object to fit to resume it")
     return spec["name"], {**spec["args"], **model_kwargs}
+
+
+def _saved_dtype(saved: Dict[str, Any], path: str) -> Optional[torch.dtype]:
+    name = saved["model"]["dtype"]
+    if name is None:
+        return None
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise CheckpointError(f"{path!r} is damaged: the entry 'model.dtype' should name a torch dtype, got {name!r}")
+    return dtype
 
 
 def _names_of(config: Dict[str, Any], model: nn.Module, opt: Any, sched: Any, loss_fn: Any) -> Dict[str, Any]:

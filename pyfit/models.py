@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .registry import MODELS
+from .validation import check_layer_sizes
 
 LINEAR_IN_PARAMETERS = "linear_in_parameters"
 
@@ -106,7 +107,7 @@ class MLP(nn.Sequential):
                  activation: str = "relu", dtype=None, device=None):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; available: {', '.join(sorted(ACTIVATIONS))}")
-        hidden = [int(h) for h in ([hidden] if isinstance(hidden, int) else hidden)]
+        hidden = check_layer_sizes("hidden", [hidden] if isinstance(hidden, int) else hidden)
         sizes = [in_features, *hidden, out_features]
         layers = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):

@@ -6,12 +6,15 @@ torch's own lr_scheduler classes are registered under their lowercase names.
 
 from __future__ import annotations
 
+import copy
 import inspect
-from typing import Any, Optional
+import warnings
+from typing import Any, Callable, Optional
 
 import torch
 from torch.optim import lr_scheduler
 
+from .errors import InputError
 from .registry import SCHEDULERS
 
 # a scheduler whose learning rates depend on the epoch alone can be replayed ahead
@@ -88,3 +91,45 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: Opti
     if takes_epochs:
         kwargs["epochs"] = epochs
     return factory(optimizer, **kwargs)
+
+
+class _StandIn(torch.optim.Optimizer):
+    """An optimizer with another one's param-group settings (copied) and a scalar per group.
+
+    A scheduler is tried on it first, so that settings a scheduler refuses (or that
+    fail on its first step) are found before the real optimizer's lr is touched.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        groups = [{**copy.deepcopy({k: v for k, v in group.items() if k != "params"}),
+                   "params": [torch.zeros((), requires_grad=True)]} for group in optimizer.param_groups]
+        super().__init__(groups, copy.deepcopy(dict(optimizer.defaults)))
+
+    def step(self, closure: Any = None) -> None:
+        return None
+
+
+def try_scheduler(build: Callable[[torch.optim.Optimizer], Any], optimizer: torch.optim.Optimizer,
+                  what: str) -> Any:
+    """Build a scheduler with ``build`` on a stand-in for ``optimizer`` and step it once; returns it.
+
+    Anything that fails (a setting torch refuses, a step that divides by zero) is an
+    InputError naming ``what``, raised before ``optimizer`` has been touched.
+    """
+    stand_in = _StandIn(optimizer)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scheduler = build(stand_in)
+            if not callable(getattr(scheduler, "step", None)):
+                raise InputError(f"{what} built a {type(scheduler).__name__}, which has no step()")
+            stand_in.step()
+            if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
+    except InputError:
+        raise
+    except Exception as error:  # torch's own refusals are ValueError, TypeError, ZeroDivisionError, ...
+        raise InputError(f"{what} cannot run with these settings: {type(error).__name__}: {error}") from None
+    return scheduler

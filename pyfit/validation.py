@@ -6,15 +6,29 @@ the problem and gives the expected and the actual value.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from typing import Any, Optional, Tuple
+import os
+import stat
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import InputError
+
+# dtypes a fit computes in: the compiled ops run float32 and float64 only, and the
+# reference must not fit what they refuse
+FIT_DTYPES = (torch.float32, torch.float64)
+
+# the history keeps a loss and an lr (two Python floats, about 64 bytes) per epoch:
+# more epochs than this would exhaust memory long before they finish
+MAX_EPOCHS = 100_000_000
+
+# what torch.Generator.manual_seed takes
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 def to_tensor(data: Any, name: str, dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -69,8 +83,13 @@ def check_fit_data(X: Any, y: Any, dtype: Optional[torch.dtype] = None) -> Tuple
 
     1-D X is taken as N samples of one feature.
     """
+    if dtype is not None and dtype not in FIT_DTYPES:
+        raise InputError(f"the model's parameters are {dtype}; pyfit fits in float32 or float64: "
+                         "convert the model with model.float() (or model.double())")
     X = to_tensor(X, "X", dtype)
+    check_fit_dtype(X, "X")
     y = to_tensor(y, "y", dtype or X.dtype)
+    check_fit_dtype(y, "y")
     if X.dim() == 1:
         X = X.unsqueeze(1)
     if X.dim() != 2:
@@ -88,6 +107,13 @@ def check_fit_data(X: Any, y: Any, dtype: Optional[torch.dtype] = None) -> Tuple
     _check_finite(X, "X")
     _check_finite(y, "y")
     return X, y
+
+
+def check_fit_dtype(tensor: Tensor, name: str) -> None:
+    """Refuse data in a dtype that a fit does not compute in (float16, bfloat16, ...)."""
+    if tensor.dtype not in FIT_DTYPES:
+        raise InputError(f"{name} has dtype {tensor.dtype}; pyfit fits in float32 or float64: pass "
+                         f"{name}.float() (or {name}.double())")
 
 
 def check_features(X: Tensor, expected: Optional[int], what: str = "the model") -> None:
@@ -167,10 +193,98 @@ def check_optimizer_settings(settings: dict, *, as_torch: bool = False) -> None:
             raise InputError(f"nesterov=True needs dampening=0, got dampening={settings['dampening']!r}")
 
 
-def check_checkpoint_settings(checkpoint: Any, every: Any, resume_from: Any) -> None:
-    """fit's checkpoint arguments: a path in an existing directory, and a period only with a path."""
-    import os
+def check_epochs(epochs: Any) -> None:
+    """An epoch count from 1 to MAX_EPOCHS."""
+    check_positive_int("epochs", epochs)
+    if epochs > MAX_EPOCHS:
+        raise InputError(f"epochs must be at most {MAX_EPOCHS:,}, got {epochs:,}: the history keeps a loss and "
+                         "an lr for every epoch (stop early with pyfit.EarlyStopping instead)")
 
+
+def check_seed(seed: Any) -> Optional[int]:
+    """None, or any integer (numpy's too) that torch.Generator.manual_seed takes, as an int."""
+    if seed is None:
+        return None
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise InputError(f"seed must be an integer or None, got {type(seed).__name__} {seed!r}")
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise InputError(f"seed must be an integer from -2**63 to 2**64 - 1, got {int(seed)}")
+    return int(seed)
+
+
+def check_layer_sizes(name: str, sizes: Sequence[Any]) -> List[int]:
+    """Layer widths as ints, each at least 1 (a width of 0 would cut every input off the output)."""
+    checked = []
+    for k, size in enumerate(sizes):
+        if isinstance(size, bool) or not isinstance(size, numbers.Real) or size != int(size) or size < 1:
+            raise InputError(f"{name}[{k}] must be an integer >= 1, got {size!r}")
+        checked.append(int(size))
+    return checked
+
+
+def accepted_keywords(factory: Callable) -> Optional[set]:
+    """The keyword names ``factory`` accepts (None: any, it takes ``**kwargs``).
+
+    For a class, the first ``__init__`` in its MRO without ``**kwargs`` decides, so
+    a subclass that passes ``**kwargs`` on to its base is judged by the base.
+    """
+    if inspect.isclass(factory):
+        for klass in factory.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            if klass is object:  # no __init__ of its own anywhere: the class takes no arguments
+                return set()
+            parameters = inspect.signature(init).parameters.values()
+            if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+                return {p.name for p in parameters if p.kind != p.VAR_POSITIONAL} - {"self"}
+        return None
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind != p.VAR_POSITIONAL}
+
+
+def check_keywords(what: str, name: str, factory: Callable, kwargs: Dict[str, Any],
+                   passed_by_fit: Sequence[str] = ()) -> None:
+    """Refuse keyword arguments that the ``what`` registered as ``name`` does not take, listing those it does."""
+    accepted = accepted_keywords(factory)
+    if accepted is None:
+        return
+    accepted -= set(passed_by_fit)
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"the {what} {name!r} takes no argument {unknown[0]!r}{hint}; it takes: "
+                         f"{', '.join(sorted(accepted)) or 'none'}")
+
+
+# scheduler settings that are counts of epochs (steps) and must be >= 1, and factors that must be > 0
+_SCHEDULER_COUNTS = ("step_size", "T_max", "T_0", "T_mult", "total_steps", "steps_per_epoch", "step_size_up")
+_SCHEDULER_FACTORS = ("gamma",)
+
+
+def check_scheduler_settings(settings: Dict[str, Any]) -> None:
+    """The scheduler settings whose meaning every scheduler shares: epoch counts and decay factors."""
+    for key in _SCHEDULER_COUNTS:
+        if settings.get(key) is not None:
+            check_positive_int(key, settings[key])
+    for key in _SCHEDULER_FACTORS:
+        if settings.get(key) is not None:
+            check_positive(key, settings[key])
+    if settings.get("eta_min") is not None:
+        check_non_negative("eta_min", settings["eta_min"])
+
+
+def check_checkpoint_settings(checkpoint: Any, every: Any, resume_from: Any) -> None:
+    """fit's checkpoint arguments: a writable file path, and a period only with a path."""
     check_positive_int("checkpoint_every", every, allow_none=True)
     if every is not None and checkpoint is None:
         raise InputError(f"checkpoint_every={every} needs checkpoint=PATH to say where to save")
@@ -178,15 +292,36 @@ def check_checkpoint_settings(checkpoint: Any, every: Any, resume_from: Any) -> 
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise InputError(f"{name} must be a file path, got {type(path).__name__} {path!r}")
     if checkpoint is not None:
-        directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
-        if not os.path.isdir(directory):
-            raise InputError(f"checkpoint={os.fspath(checkpoint)!r}: the directory {directory!r} does not exist")
+        check_checkpoint_target(checkpoint, "checkpoint")
+
+
+def _writable(path: str) -> bool:
+    # the mode bits too: a file or folder marked read-only is left alone even by root,
+    # for whom os.access always says yes
+    return os.access(path, os.W_OK) and bool(stat.S_IMODE(os.stat(path).st_mode) & 0o222)
+
+
+def check_checkpoint_target(path: Any, name: str = "checkpoint") -> None:
+    """Refuse a checkpoint path that a save would fail on: a folder, a read-only file, a missing or read-only folder.
+
+    A symlink is judged by the file it points to, which is where the save writes.
+    """
+    shown = os.fspath(path)
+    target = os.path.realpath(shown)
+    if os.path.isdir(target):
+        raise InputError(f"{name} {shown!r} is a directory; give a file path, e.g. "
+                         f"{os.path.join(shown, 'fit.pt')!r}")
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise InputError(f"{name} {shown!r}: the directory {directory!r} does not exist")
+    if not (_writable(directory) and os.access(directory, os.X_OK)):
+        raise InputError(f"{name} {shown!r}: the directory {directory!r} is not writable")
+    if os.path.exists(target) and not _writable(target):
+        raise InputError(f"{name} {shown!r} is read-only; make it writable or save elsewhere")
 
 
 def check_resume_settings(path: Any, saved: dict, current: dict, saved_epoch: int, epochs: int) -> None:
     """Refuse to resume a fit with settings that would change its course, naming each difference."""
-    import os
-
     where = os.fspath(path)
     if saved_epoch > epochs:
         raise InputError(f"{where!r} already holds {saved_epoch} epochs, more than epochs={epochs}; "

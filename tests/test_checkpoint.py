@@ -2,7 +2,9 @@
 
 import os
 import pickle
+import re
 import signal
+import stat
 
 import pytest
 import torch
@@ -176,3 +178,138 @@ def test_ctrl_c_stops_and_saves(tmp_path):
     assert result.stop_reason == "interrupted" and result.epochs == 5
     loaded = pyfit.load_checkpoint(path)
     assert loaded.stop_reason == "interrupted" and loaded.epoch == 5
+
+
+class MustNotStart(pyfit.Callback):
+    """Fails a test whose fit should have been refused before its first epoch."""
+
+    def on_fit_start(self, state):
+        raise AssertionError("the fit started")
+
+
+def test_resume_applies_a_new_lr_and_records_it(tmp_path, backend):
+    X, y = _data()
+    path = str(tmp_path / "a.pt")
+    first = pyfit.fit("linear", X, y, epochs=3, lr=0.01, seed=0, checkpoint=path)
+    resumed = pyfit.fit("linear", X, y, epochs=6, lr=0.2, resume_from=path, checkpoint=str(tmp_path / "b.pt"))
+    assert resumed.history["lr"] == [0.01] * 3 + [0.2] * 3
+    # the same three epochs from the first fit's model, at lr 0.2 from the start
+    twin = pyfit.Linear(2)
+    twin.load_state_dict(first.model.state_dict())
+    plain = pyfit.fit(twin, X, y, epochs=3, optimizer=torch.optim.SGD(twin.parameters(), lr=0.2))
+    torch.testing.assert_close(resumed.model.weight, twin.weight)
+    assert resumed.history["loss"][3:] == pytest.approx(plain.history["loss"], rel=1e-5)
+    saved = pyfit.load_checkpoint(tmp_path / "b.pt")
+    assert saved.config["lr"] == 0.2 and saved.optimizer.param_groups[0]["lr"] == 0.2
+    assert saved.payload["optimizer"]["settings"]["lr"] == 0.2
+    # no lr: the saved one goes on, and is the one recorded
+    again = pyfit.fit("linear", X, y, epochs=8, resume_from=str(tmp_path / "b.pt"), momentum=0.5,
+                      checkpoint=str(tmp_path / "c.pt"))
+    assert again.history["lr"][6:] == [0.2, 0.2] and again.optimizer.param_groups[0]["momentum"] == 0.5
+    assert pyfit.load_checkpoint(tmp_path / "c.pt").config["lr"] == 0.2
+
+
+def test_resume_refuses_an_lr_that_its_scheduler_would_override(tmp_path):
+    X, y = _data()
+    path = str(tmp_path / "a.pt")
+    pyfit.fit("linear", X, y, epochs=3, **SETTINGS, checkpoint=path)
+    before = open(path, "rb").read()
+    with pytest.raises(pyfit.InputError, match="lr=0.5 differs from lr=0.05, which its scheduler started from"):
+        pyfit.fit("linear", X, y, epochs=6, **{**SETTINGS, "lr": 0.5}, resume_from=path, checkpoint=path,
+                  callbacks=[MustNotStart()])
+    assert open(path, "rb").read() == before
+    assert pyfit.fit("linear", X, y, epochs=6, **SETTINGS, resume_from=path).epochs == 6
+
+
+def _mutated(tmp_path, name, change):
+    X, y = _data()
+    payload = read_checkpoint(pyfit.save_checkpoint(tmp_path / "good.pt", pyfit.fit(
+        "linear", X, y, epochs=2, momentum=0.9, scheduler="step")))
+    change(payload)
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name
+
+
+DAMAGE = {
+    "'model.state' is missing": lambda p: p["model"].pop("state"),
+    "'epoch' should be an integer >= 0, got str": lambda p: p.update(epoch="3"),
+    "'history.loss' should be a list of numbers": lambda p: p["history"].update(loss=["x"]),
+    "'optimizer.state.param_groups' should be a list of param groups": lambda p: p["optimizer"]["state"].update(
+        param_groups=[{"lr": 0.1}]),
+    "'rng.torch' is missing": lambda p: p["rng"].pop("torch"),
+    "'scheduler.kwargs' should be dict, got list": lambda p: p["scheduler"].update(kwargs=[]),
+    "'model.args' should be dict or None, got int": lambda p: p["model"].update(args=3),
+    "'config' is missing": lambda p: p.pop("config"),
+}
+
+
+@pytest.mark.parametrize("entry", DAMAGE)
+def test_a_damaged_checkpoint_names_the_bad_entry_before_loading_anything(tmp_path, entry):
+    path = _mutated(tmp_path, "bad.pt", DAMAGE[entry])
+    with pytest.raises(pyfit.CheckpointError, match=f"bad.pt.*{re.escape(entry)}"):
+        pyfit.load_checkpoint(path)
+    X, y = _data()
+    model = pyfit.Linear(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(pyfit.CheckpointError, match=re.escape(entry)):
+        pyfit.fit(model, X, y, epochs=5, resume_from=str(path), momentum=0.9, scheduler="step",
+                  callbacks=[MustNotStart()])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_load_checkpoint_leaves_a_model_you_pass_untouched_when_it_refuses(tmp_path):
+    path = _mutated(tmp_path, "neg.pt", lambda p: p["optimizer"]["settings"].update(lr=-1.0))
+    model = pyfit.Linear(2)  # matches the saved model: only the optimizer settings are bad
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError) as refusal:
+        pyfit.load_checkpoint(path, model=model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(refusal.value, pyfit.CheckpointError)
+    assert refusal.match("neg.pt.*optimizer 'sgd' cannot be rebuilt.*lr must be")
+
+
+def _read_only(path):
+    os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
+    return path
+
+
+def _file_in_locked_folder(tmp):
+    (tmp / "locked").mkdir()
+    return str(_read_only(tmp / "locked") / "fit.pt")
+
+
+TARGETS = {
+    "a directory": (lambda tmp: str(tmp), "is a directory"),
+    "a missing folder": (lambda tmp: str(tmp / "no" / "fit.pt"), "does not exist"),
+    "a read-only file": (lambda tmp: _read_only(pyfit.save_checkpoint(tmp / "ro.pt", pyfit.fit(
+        "linear", *_data(), epochs=1))), "is read-only"),
+    "a read-only folder": (lambda tmp: _file_in_locked_folder(tmp), "is not writable"),
+}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_checkpoint_target_that_cannot_be_written_is_refused_before_the_fit(tmp_path, target):
+    path, message = TARGETS[target][0](tmp_path), TARGETS[target][1]
+    X, y = _data()
+    try:
+        with pytest.raises(pyfit.InputError, match=message):
+            pyfit.fit("linear", X, y, epochs=5, checkpoint=path, callbacks=[MustNotStart()])
+    finally:
+        for folder, _, files in os.walk(tmp_path):
+            os.chmod(folder, 0o755)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
+
+
+def test_saving_again_keeps_the_files_permissions_and_writes_through_a_symlink(tmp_path):
+    X, y = _data()
+    target = tmp_path / "real.pt"
+    pyfit.save_checkpoint(target, pyfit.fit("linear", X, y, epochs=1))
+    os.chmod(target, 0o600)
+    link = tmp_path / "link.pt"
+    link.symlink_to(target)
+    pyfit.fit("linear", X, y, epochs=4, checkpoint=str(link))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    assert pyfit.load_checkpoint(target).epoch == 4
+    assert sorted(os.listdir(tmp_path)) == ["link.pt", "real.pt"]

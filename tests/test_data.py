@@ -98,3 +98,40 @@ def test_npz_named_columns_or_one_matrix(tmp_path):
 def test_load_features_for_predictions(tmp_path):
     path = _write(tmp_path, "d.csv", "x,z\n1,2\n3,4\n")
     np.testing.assert_array_equal(load_features(path, ["z"]), [[2.0], [4.0]])
+
+
+def test_values_too_large_for_the_fits_dtype_name_the_file_row_and_column(tmp_path):
+    import torch
+
+    path = _write(tmp_path, "big.csv", "x,y\n1,2\n1e308,3\n")
+    with pytest.raises(pyfit.DataError, match=r"big\.csv: value 1e308 at row 3, column 'x' is too large for "
+                                              r"float32"):
+        pyfit.load_data(path, target="y", dtype=torch.float32)
+    assert pyfit.load_data(path, target="y", dtype=torch.float64).X[1, 0] == 1e308
+    npy = str(tmp_path / "big.npy")
+    np.save(npy, np.array([[1.0, 2.0], [3.0, -1e39]]))
+    with pytest.raises(pyfit.DataError, match=r"big\.npy: value -1e\+39 at row 2, column '1' is too large for "
+                                              r"float32"):
+        pyfit.load_data(npy, target="1", dtype=np.float32)
+    with pytest.raises(pyfit.DataError, match="row 3, column 'x'"):
+        load_features(path, ["x"], dtype=torch.float32)
+
+
+def test_complex_arrays_are_refused_not_truncated(tmp_path):
+    npy, npz = str(tmp_path / "c.npy"), str(tmp_path / "c.npz")
+    np.save(npy, np.array([[1 + 2j, 3.0], [2.0, 4.0]]))
+    with pytest.raises(pyfit.DataError, match=r"c\.npy: array 'the array' has complex dtype complex128"):
+        pyfit.load_data(npy, target="1")
+    np.savez(npz, x=np.array([1.0, 2.0]), y=np.array([1j, 2.0]))
+    with pytest.raises(pyfit.DataError, match=r"c\.npz: array 'y' has complex dtype"):
+        pyfit.load_data(npz, target="y")
+
+
+def test_a_column_cannot_be_both_feature_and_target(tmp_path):
+    path = _write(tmp_path, "d.csv", "x,y\n1,2\n3,4\n")
+    with pytest.raises(pyfit.DataError, match=r"d\.csv: column 'y' is both a feature and a target"):
+        pyfit.load_data(path, target="y", features="y")
+    with pytest.raises(pyfit.DataError, match="column 'y' is both"):
+        pyfit.load_data(path, target="y", features="x,y")
+    with pytest.raises(pyfit.DataError, match="feature column 'x' is named twice"):
+        pyfit.load_data(path, target="y", features="x,x")

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 sklearn = pytest.importorskip("sklearn")
 
@@ -96,3 +97,32 @@ def test_import_pyfit_never_imports_sklearn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "blocked:" in out.stdout and "sklearn" in out.stdout
+
+
+def test_set_params_lr_and_optimizer_settings_apply_when_training_continues():
+    X, y = _curve()
+    reg = pyfit.Regressor(lr=0.01, random_state=0).partial_fit(X, y)
+    reg.set_params(lr=0.2, optimizer_kwargs={"momentum": 0.5})
+    reg.partial_fit(X, y, epochs=2)
+    assert reg.history_["lr"] == [0.01, 0.2, 0.2]
+    assert reg.optimizer_.param_groups[0]["lr"] == 0.2 and reg.optimizer_.param_groups[0]["momentum"] == 0.5
+    assert reg.optimizer_.defaults["lr"] == 0.2
+
+    warm = pyfit.Regressor(lr=0.01, epochs=2, warm_start=True, random_state=0).fit(X, y)
+    warm.set_params(lr=0.1).fit(X, y)
+    assert warm.history_["lr"] == [0.01, 0.01, 0.1, 0.1]
+
+
+def test_settings_a_continuing_fit_cannot_take_are_refused_and_change_nothing():
+    X, y = _curve()
+    reg = pyfit.Regressor(lr=0.1, scheduler="step", random_state=0).partial_fit(X, y)
+    weight = reg.model_.weight.detach().clone()
+    reg.set_params(lr=0.3)
+    with pytest.raises(pyfit.InputError, match="lr=0.3 differs from lr=0.1, which its scheduler started from"):
+        reg.partial_fit(X, y)
+    reg.set_params(lr=0.1, optimizer="adam")
+    with pytest.raises(pyfit.InputError, match="optimizer='adam', but the fitted model continues with "
+                                               "optimizer='sgd'"):
+        reg.partial_fit(X, y)
+    assert reg.n_iter_ == 1 and torch.equal(reg.model_.weight, weight)
+    assert reg.optimizer_.param_groups[0]["lr"] == 0.1

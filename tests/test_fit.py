@@ -239,3 +239,95 @@ def test_huge_finite_values_are_not_mistaken_for_non_finite():
     with pytest.raises(pyfit.InputError, match="the model takes 2"):
         # passes the finiteness check (the sum overflows, the values do not) and fails later, on shape
         pyfit.fit(pyfit.Linear(2), X, torch.ones(4))
+
+
+class MustNotStart(pyfit.Callback):
+    """Fails a test whose fit should have been refused before its first epoch."""
+
+    def on_fit_start(self, state):
+        raise AssertionError("the fit started")
+
+
+def _stepped_linear(X, y):
+    """A model and a momentum SGD that has taken one step, so the optimizer has state to lose."""
+    model = pyfit.Linear(2)
+    optimizer = pyfit.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    torch.nn.functional.mse_loss(model(X).squeeze(1), y).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return model, optimizer
+
+
+def _saved_fit(path, **settings):
+    X, y = _refusal_data()
+    pyfit.fit(pyfit.Linear(2), X, y, epochs=3, checkpoint=str(path), seed=0, **settings)
+    return str(path)
+
+
+def _refusal_data():
+    g = torch.Generator().manual_seed(3)
+    X = torch.rand(30, 2, generator=g)
+    return X, X @ torch.tensor([1.0, -2.0]) + 0.5
+
+
+def _damaged(path):
+    saved = torch.load(_saved_fit(path, lr=0.05, momentum=0.9), weights_only=True)
+    del saved["model"]["state"]
+    torch.save(saved, path)
+    return str(path)
+
+
+def _reshaped_buffer(path):
+    saved = torch.load(_saved_fit(path, lr=0.05, momentum=0.9), weights_only=True)
+    saved["optimizer"]["state"]["state"][0]["momentum_buffer"] = torch.zeros(5)
+    torch.save(saved, path)
+    return str(path)
+
+
+def _two_groups(path):
+    X, y = _refusal_data()
+    model = pyfit.Linear(2)
+    optimizer = pyfit.SGD([{"params": [model.weight]}, {"params": [model.bias]}], lr=0.05, momentum=0.9)
+    pyfit.fit(model, X, y, optimizer=optimizer, epochs=3, checkpoint=str(path))
+    return str(path)
+
+
+# each: (what the fit is given besides the model, the optimizer and the data; the error's words)
+REFUSALS = {
+    "scheduler step_size 0": (lambda tmp: dict(scheduler="step", scheduler_kwargs={"step_size": 0}),
+                              "step_size must be an integer >= 1, got 0"),
+    "torch refuses the scheduler": (lambda tmp: dict(scheduler="onecyclelr", scheduler_kwargs={
+        "max_lr": 1.0, "total_steps": 10, "pct_start": 2.0}), "the scheduler 'onecyclelr' cannot run"),
+    "factory fails on its first step": (lambda tmp: dict(scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda epoch: 1 / (epoch - 1))), "ZeroDivisionError"),
+    "resume with other settings": (lambda tmp: dict(scheduler="step", batch_size=5, resume_from=_saved_fit(
+        tmp / "a.pt", lr=0.05, momentum=0.9, scheduler="step", batch_size=7)), "batch_size: saved 7, now 5"),
+    "resume with other param groups": (lambda tmp: dict(resume_from=_two_groups(tmp / "g.pt")),
+                                       "it has 2 param group"),
+    "damaged checkpoint": (lambda tmp: dict(resume_from=_damaged(tmp / "d.pt")), "'model.state' is missing"),
+    "checkpoint is a directory": (lambda tmp: dict(checkpoint=str(tmp)), "is a directory"),
+    "momentum buffer of another shape": (lambda tmp: dict(resume_from=_reshaped_buffer(tmp / "b.pt")),
+                                         "momentum_buffer for parameter 0 has shape"),
+    "absurd epochs": (lambda tmp: dict(epochs=10**20), "epochs must be at most"),
+    "seed out of range": (lambda tmp: dict(seed=2**70), "seed must be an integer from"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_every_refusal_leaves_parameters_and_optimizer_exactly_as_they_were(case, tmp_path, backend):
+    import copy
+
+    X, y = _refusal_data()
+    model, optimizer = _stepped_linear(X, y)
+    before = snapshot(model), copy.deepcopy(optimizer.state_dict())
+    settings, message = REFUSALS[case]
+    kwargs = {"X": X, "y": y, "epochs": 6, **settings(tmp_path)}
+    with pytest.raises(ValueError) as refusal:
+        pyfit.fit(model, optimizer=optimizer, callbacks=[MustNotStart()], **kwargs)
+    after = snapshot(model), optimizer.state_dict()
+    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+    assert after[1]["param_groups"] == before[1]["param_groups"]  # lr included, and no initial_lr added
+    assert after[1]["state"].keys() == before[1]["state"].keys()
+    for index, entries in before[1]["state"].items():
+        assert all(torch.equal(value, after[1]["state"][index][key]) for key, value in entries.items())
+    assert isinstance(refusal.value, pyfit.InputError) and refusal.match(message)
