@@ -28,7 +28,8 @@ _CONFIG_KEYS = {
     "seed": "seed", "early_stopping": "early_stopping", "save": "save", "resume": "resume", "plot": "plot",
     "json": "json", "quiet": "quiet", "model_args": "model_arg", "model_arg": "model_arg",
     "opt_args": "opt_arg", "opt_arg": "opt_arg", "loss_args": "loss_arg", "loss_arg": "loss_arg",
-    "sched_args": "sched_arg", "sched_arg": "sched_arg",
+    "sched_args": "sched_arg", "sched_arg": "sched_arg", "standardize": "standardize", "tol": "tol",
+    "n_iter_no_change": "n_iter_no_change",
 }
 _ARG_TABLES = ("model_arg", "opt_arg", "loss_arg", "sched_arg")
 
@@ -117,9 +118,10 @@ def _settings(args, parser) -> Dict[str, Any]:
                 merged[dest] = ",".join(value) if isinstance(value, list) else value
         for dest, key in (("loss_arg", "loss_kwargs"), ("sched_arg", "scheduler_kwargs")):
             merged[dest] = {**(old.get(key) or {}), **merged[dest]}
-    defaults = {"model": "linear", "loss": "mse", "optimizer": "sgd", "epochs": 100, "shuffle": False}
+    # epochs and lr are left to fit (a cap with a convergence test, lr="auto"); a resumed fit keeps its scaling
+    defaults = {"model": "linear", "loss": "mse", "optimizer": "sgd", "shuffle": False, "standardize": True}
     for dest, value in defaults.items():
-        if merged.get(dest) is None and not (dest == "model" and saved is not None):
+        if merged.get(dest) is None and not (dest in ("model", "standardize") and saved is not None):
             merged[dest] = value
     if not merged.get("target"):
         parser.error("fit needs --target COLUMN (or `target` in --config)")
@@ -132,13 +134,18 @@ def _check_usage(s: Dict[str, Any], parser) -> None:
     """Every setting the user gave, checked before any data is read: a bad one is a usage error (exit 2)."""
     from .errors import InputError, UnknownNameError
     from .registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-    from .validation import (check_checkpoint_target, check_epochs, check_keywords, check_optimizer_settings,
+    from .validation import (check_checkpoint_target, check_epochs, check_keywords, check_non_negative,
+                             check_optimizer_settings,
                              check_positive, check_positive_int, check_scheduler_settings, check_seed)
 
     try:
-        check_epochs(s["epochs"])
-        if s["lr"] is not None:
+        if s["epochs"] is not None:
+            check_epochs(s["epochs"])
+        if s["lr"] not in (None, "auto"):
             check_positive("lr", s["lr"])
+        if s["tol"] is not None:
+            check_non_negative("tol", s["tol"])
+        check_positive_int("n_iter_no_change", s["n_iter_no_change"], allow_none=True)
         check_positive_int("batch_size", s["batch_size"], allow_none=True)
         check_positive_int("early_stopping", s["early_stopping"], allow_none=True)
         check_seed(s["seed"])
@@ -165,22 +172,19 @@ def _fit_dtype(saved: Optional[Dict[str, Any]]) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
 
 
-def _r2(y: torch.Tensor, pred: torch.Tensor) -> float:
-    """R² on the training data, averaged over the outputs (as sklearn's r2_score does)."""
-    y = y.double().reshape(y.shape[0], -1)
-    pred = pred.double().reshape(y.shape)
-    ss_res = ((y - pred) ** 2).sum(0)
-    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
-    if bool((ss_tot == 0).any()):
-        return math.nan
-    return float((1 - ss_res / ss_tot).mean())
-
-
 def _parameters(model) -> Optional[Dict[str, List[float]]]:
-    params = dict(model.named_parameters())
+    """A small model's parameters by name; a linear or polynomial model's in the data's units."""
+    from .scaling import parameters_in_data_units
+
+    in_data_units = parameters_in_data_units(model)
+    if in_data_units is not None:
+        weight, bias = in_data_units
+        params = {"weight": weight, **({} if bias is None else {"bias": bias})}
+    else:
+        params = {name: p.detach() for name, p in model.named_parameters()}
     if sum(p.numel() for p in params.values()) > 10:
         return None
-    return {name: [float(v) for v in p.detach().reshape(-1)] for name, p in params.items()}
+    return {name: [float(v) for v in p.reshape(-1)] for name, p in params.items()}
 
 
 class _Announce:
@@ -204,7 +208,9 @@ class _Announce:
 def fit(args, parser) -> int:
     """Fit a model to a data file; summary or JSON on stdout, the checkpoint and plots where asked."""
     import pyfit
+    from . import metrics
     from .data import load_data
+    from .fit import DEFAULT_N_ITER_NO_CHANGE
 
     s = _settings(args, parser)
     data = load_data(args.data, s["target"], s["features"], dtype=s["dtype"])
@@ -212,20 +218,21 @@ def fit(args, parser) -> int:
     if not s["quiet"]:
         callbacks.append(_Announce(
             f"pyfit fit: {s['model'] or 'the saved model'} on {data.X.shape[0]} rows of {data.path} "
-            f"(features {', '.join(data.features)}; target {', '.join(data.target)}), up to {s['epochs']} "
-            "epochs; Ctrl-C stops" + (" and saves" if s["save"] else "")))
+            f"(features {', '.join(data.features)}; target {', '.join(data.target)}), "
+            + (f"up to {s['epochs']} epochs" if s["epochs"] else "until it converges")
+            + "; Ctrl-C stops" + (" and saves" if s["save"] else "")))
     result = pyfit.fit(
         s["model"], data.X, data.y, loss=s["loss"], optimizer=s["optimizer"], lr=s["lr"], epochs=s["epochs"],
         batch_size=s["batch_size"], shuffle=bool(s["shuffle"]), seed=s["seed"], scheduler=s["scheduler"],
-        callbacks=callbacks, progress=False if (s["quiet"] or s["json"]) else None,
+        standardize=s["standardize"], tol="auto" if s["tol"] is None else (s["tol"] or None),
+        n_iter_no_change=s["n_iter_no_change"] or DEFAULT_N_ITER_NO_CHANGE, callbacks=callbacks, progress=False if (s["quiet"] or s["json"]) else None,
         model_kwargs=s["model_arg"], loss_kwargs=s["loss_arg"], scheduler_kwargs=s["sched_arg"],
         resume_from=s["resume"], **s["opt_arg"])
     if s["save"]:
         pyfit.save_checkpoint(s["save"], result, metadata={
             "target": data.target, "features": data.features, "data": data.path,
             "early_stopping": s["early_stopping"]})
-    y = torch.as_tensor(data.y)
-    r2 = _r2(y, result.predict(data.X))
+    r2 = metrics.r2(torch.as_tensor(data.y), result.predict(data.X))  # of the model as returned
     if s["plot"]:
         os.makedirs(s["plot"], exist_ok=True)
         result.plot_loss(os.path.join(s["plot"], "loss.png"))
@@ -243,12 +250,16 @@ def fit(args, parser) -> int:
 
 
 def _report(result, r2: float, s: Dict[str, Any]) -> None:
+    from .scaling import Standardized
+
     parameters = _parameters(result.model)
     if s["json"]:
         print(json.dumps({
             "final_loss": _finite(result.final_loss), "r2": _finite(r2), "epochs": result.epochs,
             "stop_reason": result.stop_reason, "stop_detail": result.stop_detail, "backend": result.backend,
-            "seconds": result.seconds, "parameters": parameters, "checkpoint": s["save"]}))
+            "seconds": result.seconds, "lr": result.lr_chosen, "lr_reason": result.lr_reason,
+            "standardized": isinstance(result.model, Standardized), "parameters": parameters,
+            "warnings": result.warnings, "checkpoint": s["save"]}))
         return
     if s["quiet"]:
         return
@@ -257,12 +268,17 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
     print(f"R² (train)   {r2:.6g}")
     print(f"epochs       {result.epochs}")
     print(f"stopped      {result.stop_reason}{detail}")
+    print(f"lr           {result.lr_chosen:.6g} ({result.lr_reason})")
+    scaled = isinstance(result.model, Standardized)
+    print(f"features     {'standardized (weight and bias in the data units)' if scaled else 'as given'}")
     print(f"backend      {result.backend}")
     print(f"wall time    {result.seconds:.3f} s")
     for name, values in (parameters or {}).items():
         print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
     if s["save"]:
         print(f"checkpoint   {s['save']}")
+    for warning in result.warnings:
+        print(f"warning      {warning}")
 
 
 def predict(args, parser) -> int:

@@ -107,16 +107,21 @@ class Convergence(Callback):
 
     Like scikit-learn's ``SGDRegressor(tol, n_iter_no_change)``, with the
     tolerance relative to the best loss so it means the same in any units. The
-    count is read from the history, so a resumed fit stops where an unbroken one
-    would. It needs no hook between single epochs: the fused path checks after
-    every ``epochs_per_check`` epochs, so a converged fit may run that many more.
+    decision is taken from the history after every ``epochs_per_check``-th
+    epoch, on every path: the fused path runs that many epochs per call, a
+    resumed fit stops where an unbroken one would, and a converged fit may run
+    up to that many epochs more.
+
+    With momentum m (SGD's ``momentum``, Adam's first beta) the loss rises and
+    falls on a time scale of 1 / (1 - m) epochs, so the fit waits
+    ``n_iter_no_change / (1 - m)`` epochs instead (50 for momentum 0.9).
 
     >>> import pyfit
     >>> stopper = pyfit.Convergence(tol=1e-5, n_iter_no_change=5)
     """
 
     per_epoch = False
-    epochs_per_check = 100
+    epochs_per_check = 20
 
     def __init__(self, tol: float = 1e-5, n_iter_no_change: int = 5):
         if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 <= tol < 1:
@@ -124,14 +129,19 @@ class Convergence(Callback):
         if not isinstance(n_iter_no_change, int) or isinstance(n_iter_no_change, bool) or n_iter_no_change < 1:
             raise ValueError(f"n_iter_no_change must be an integer >= 1, got {n_iter_no_change!r}")
         self.tol, self.n_iter_no_change = float(tol), n_iter_no_change
-        self.best, self.wait, self.seen = math.inf, 0, 0
+        self.patience = n_iter_no_change
+        self.best, self.wait, self.seen, self.quiet_since = math.inf, 0, 0, 0
 
     def on_fit_start(self, state: FitState) -> None:
-        self.best, self.wait, self.seen = math.inf, 0, 0
+        self.best, self.wait, self.seen, self.quiet_since = math.inf, 0, 0, 0
+        group = state.optimizer.param_groups[0] if state.optimizer.param_groups else {}
+        momentum = group.get("momentum") or (group.get("betas") or (0.0,))[0]
+        momentum = float(momentum) if isinstance(momentum, (int, float)) and 0 <= momentum < 1 else 0.0
+        self.patience = math.ceil(self.n_iter_no_change / (1 - momentum))
         self._catch_up(state, stop=False)  # a resumed fit's history counts as it did
 
     def on_epoch_end(self, state: FitState) -> None:
-        self._catch_up(state, stop=True)
+        self._catch_up(state, stop=state.epoch % self.epochs_per_check == 0)
 
     def _catch_up(self, state: FitState, stop: bool) -> None:
         losses = state.history["loss"]
@@ -141,10 +151,10 @@ class Convergence(Callback):
                 self.best, self.wait = value, 0
                 continue
             self.wait += 1
-            if stop and self.wait >= self.n_iter_no_change:
-                state.stop(CONVERGED, f"the loss improved by less than {self.tol:g} of its best "
-                                      f"({self.best:.6g}) for {self.n_iter_no_change} epochs, at epoch {self.seen}")
-                return
+            self.quiet_since = self.quiet_since if self.wait > 1 else self.seen
+        if stop and self.wait >= self.patience:
+            state.stop(CONVERGED, f"the loss improved by less than {self.tol:g} of its best ({self.best:.6g}) "
+                                  f"for {self.wait} epochs since epoch {self.quiet_since}")
 
 
 class BestParameters(Callback):

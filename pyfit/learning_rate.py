@@ -205,6 +205,17 @@ def _is_sgd(optimizer: Any) -> bool:
     return isinstance(factory, type) and issubclass(factory, torch.optim.SGD)
 
 
+def is_least_squares_sgd(model: nn.Module, loss_fn: Any, optimizer: Any) -> Optional[str]:
+    """The squared-error reduction ("mean" or "sum") when SGD fits a model linear in its parameters, else None."""
+    from ._fusable import _declared_by_definer
+    from .scaling import declares_linear_in_parameters
+
+    reduction = _declared_by_definer(type(loss_fn), "__call__", "fused_reduction")
+    if _is_sgd(optimizer) and declares_linear_in_parameters(model) and reduction in ("mean", "sum"):
+        return reduction
+    return None
+
+
 def auto_lr(model: nn.Module, loss_fn: Any, optimizer: Any, settings: dict, X: Tensor, y: Tensor,
             batch_size: Optional[int], build: Callable[[List[Tensor], float], Any]) -> Tuple[float, str]:
     """``lr="auto"``: the learning rate a fit of ``model`` starts with, and why.
@@ -214,11 +225,8 @@ def auto_lr(model: nn.Module, loss_fn: Any, optimizer: Any, settings: dict, X: T
     anything else runs :func:`range_test` with ``build(params, lr)``, which
     makes the fit's optimizer with its other settings.
     """
-    from ._fusable import _declared_by_definer
-    from .scaling import declares_linear_in_parameters
-
-    reduction = _declared_by_definer(type(loss_fn), "__call__", "fused_reduction")
-    if _is_sgd(optimizer) and declares_linear_in_parameters(model) and reduction in ("mean", "sum"):
+    reduction = is_least_squares_sgd(model, loss_fn, optimizer)
+    if reduction is not None:
         with torch.no_grad():
             design = model.design_matrix(X)
         outputs = 1 if y.dim() == 1 else y.shape[1]

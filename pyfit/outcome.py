@@ -24,17 +24,21 @@ RISING_SHARE, RISE = 0.3, 1e-3
 _WINDOW = 50
 
 
-def evaluate_loss(model: torch.nn.Module, loss_fn, X: Tensor, y: Tensor) -> float:
-    """The loss of ``model`` as it is now on all of (X, y), without gradients."""
+def assess(result, loss_fn, X: Tensor, y: Tensor) -> None:
+    """Give ``result`` the loss of its model as returned, on all of (X, y), and its :func:`diagnose` warnings."""
     from ._paths import _match_prediction
 
+    model = result.model
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return float(loss_fn(_match_prediction(model(X), y), y, model=model))
+            pred = _match_prediction(model(X), y)
+            result.returned_loss = float(loss_fn(pred, y, model=model))
     finally:
         model.train(was_training)
+    result.warnings = diagnose(result.history["loss"], result.stop_reason, result.stop_detail, y, pred,
+                               epochs=result.epochs, lr=result.lr_chosen)
 
 
 def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int) -> Optional[str]:

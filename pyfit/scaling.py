@@ -16,7 +16,7 @@ bias of a linear or polynomial model in the data's own units.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +107,37 @@ def standardized(model: nn.Module, X: Tensor) -> Standardized:
     if declares_linear_in_parameters(model):
         return StandardizedLinearInParameters(model, mean, scale)
     return Standardized(model, mean, scale)
+
+
+def _placeholder(model: nn.Module, features: int, dtype: torch.dtype, device) -> Standardized:
+    """``model`` behind a standardization whose statistics a checkpoint's state is about to fill in."""
+    mean = torch.zeros(features, dtype=dtype, device=device)
+    scale = torch.ones(features, dtype=dtype, device=device)
+    kind = StandardizedLinearInParameters if declares_linear_in_parameters(model) else Standardized
+    return kind(model, mean, scale)
+
+
+def with_scaling(model: nn.Module, X: Tensor, standardize: Optional[bool], saved_model: Optional[dict],
+                 path: Any = None) -> nn.Module:
+    """The model a fit trains: ``model`` standardized on X when asked, or as a resumed checkpoint holds it.
+
+    ``standardize=None`` means no for a new fit and the checkpoint's choice for a
+    resumed one; a model that is already standardized keeps its statistics.
+    """
+    from .errors import InputError
+
+    if isinstance(model, Standardized):
+        if standardize is False:
+            raise InputError("standardize=False, but the model given is standardized (a pyfit.scaling."
+                             "Standardized); pass its inner model, model.model, to fit it unscaled")
+        return model
+    if saved_model is not None:
+        saved = bool(saved_model.get("standardized"))
+        if standardize is not None and standardize != saved:
+            raise InputError(f"{path!r} was fit {'with' if saved else 'without'} standardized features; resume it "
+                             f"with standardize={saved} (or None)")
+        return _placeholder(model, X.shape[1], X.dtype, X.device) if saved else model
+    return standardized(model, X) if standardize else model
 
 
 def inner_model(model: nn.Module) -> nn.Module:

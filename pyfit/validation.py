@@ -333,7 +333,7 @@ def check_resume_settings(path: Any, saved: dict, current: dict, saved_epoch: in
                          "pass the settings it was fit with")
 
 
-def check_fit_keywords(optimizer: Any, extra: dict, fit_parameters: list) -> None:
+def check_fit_keywords(optimizer: Any, extra: Dict[str, Any], fit_parameters: Sequence[str]) -> None:
     """Refuse a keyword that is neither a parameter of ``fit`` nor a setting of the chosen optimizer.
 
     Extra keywords of ``fit`` go to the optimizer; a misspelt ``fit`` argument
@@ -341,27 +341,21 @@ def check_fit_keywords(optimizer: Any, extra: dict, fit_parameters: list) -> Non
     optimizer that takes ``**kwargs`` accepts every name, so nothing is refused.
     """
     import difflib
-    import inspect
 
     from .registry import OPTIMIZERS
 
     if not extra or isinstance(optimizer, torch.optim.Optimizer):
         return
     factory = OPTIMIZERS.entry(optimizer).obj if isinstance(optimizer, str) else optimizer
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):  # a builtin or C callable: let it judge its own settings
+    accepted = accepted_keywords(factory) if callable(factory) else None
+    if accepted is None:
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        return
-    settings = [name for name, p in signature.parameters.items()
-                if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-                and name != "params"]
+    settings = sorted(accepted - {"params"})
     name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", repr(optimizer))
     for key in extra:
-        if key in settings:
+        if key in accepted:
             continue
-        close = difflib.get_close_matches(key, fit_parameters, n=1) or \
+        close = difflib.get_close_matches(key, list(fit_parameters), n=1) or \
             difflib.get_close_matches(key, settings, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else "."
         raise TypeError(f"fit() got an unexpected keyword argument {key!r}, which is not a setting of the "
