@@ -151,7 +151,8 @@ def _check_usage(s: Dict[str, Any], parser) -> None:
         check_seed(s["seed"])
         check_optimizer_settings(s["opt_arg"])
         check_scheduler_settings(s["sched_arg"])
-        for what, registry, dest, passed_by_fit in (("model", MODELS, "model_arg", ()), ("loss", LOSSES, "loss_arg", ()),
+        for what, registry, dest, passed_by_fit in (("model", MODELS, "model_arg", ()),
+                                                    ("loss", LOSSES, "loss_arg", ("pred", "target")),
                                                     ("optimizer", OPTIMIZERS, "opt_arg", ("params",)),
                                                     ("scheduler", SCHEDULERS, "sched_arg", ("optimizer", "epochs"))):
             name = s[what]

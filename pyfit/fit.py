@@ -25,7 +25,7 @@ from .models import build_model
 from .optimizers import build_optimizer
 from .outcome import assess
 from .predict import model_dtype_device
-from .registry import OPTIMIZERS, SCHEDULERS
+from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
 from .result import FitResult
 from .scaling import with_scaling
 from .schedulers import EPOCH_ONLY, build_scheduler, try_scheduler
@@ -141,6 +141,9 @@ def optimizer_setting_changes(groups: List[Dict[str, Any]], settings: Dict[str, 
     """
     changes = {}
     for key, value in settings.items():
+        if not any(key in g for g in groups):
+            known = sorted(k for k in groups[0] if k != "params") if groups else []
+            raise InputError(f"{context}: the optimizer has no setting {key!r}; it has {', '.join(known)}")
         if key == "lr" and scheduled:
             started = [g.get("initial_lr", g.get("lr")) for g in groups]
             if any(_differs(base, value) for base in started):
@@ -185,8 +188,6 @@ def _epoch_only(scheduler: Any) -> bool:
     """True when the scheduler's learning rates depend on the epoch alone."""
     if scheduler is None:
         return True
-    from .registry import SCHEDULERS
-
     entry = SCHEDULERS.entry_of(scheduler)
     if entry is not None:
         return EPOCH_ONLY in entry.flags
@@ -258,7 +259,15 @@ def fit(
     history and RNG states come from the file (``model=None`` rebuilds the saved
     model), and the loss, batch size, shuffling, optimizer and scheduler must be
     the ones it was fit with. Resuming is bit-for-bit the same as not stopping,
-    except after a Ctrl-C that fell inside a minibatch epoch.
+    except after a Ctrl-C that fell inside a minibatch epoch. A new ``lr`` or
+    optimizer setting given to a resumed fit applies from its first new epoch and
+    is what its checkpoint records (an lr that a scheduler would override is
+    refused).
+
+    Everything is checked before anything of the user's changes: a scheduler given
+    by name or factory is first built on a stand-in optimizer and stepped once,
+    and a resumed checkpoint must match the model and optimizer before any state
+    is loaded.
 
     >>> import torch, pyfit
     >>> x = torch.rand(50); y = 3 * x + 0.8
@@ -411,8 +420,6 @@ def _saved_dtype(saved: Dict[str, Any], path: str) -> Optional[torch.dtype]:
 
 def _names_of(config: Dict[str, Any], model: nn.Module, opt: Any, sched: Any, loss_fn: Any) -> Dict[str, Any]:
     """This fit's settings as a checkpoint records them, to compare with the one resumed."""
-    from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
-
     loss = config["loss"]
     return {
         "loss": registry_name(LOSSES, loss) if isinstance(loss, str) else registry_name(LOSSES, loss_fn),

@@ -202,13 +202,13 @@ class Registry:
         return self._key(name) in self._entries
 
     def entry_of(self, obj: Any) -> Optional[Entry]:
-        """The entry whose class ``obj`` is (or is an instance of, exactly), or None.
+        """The entry of ``obj`` (a registered class or function, or an exact instance of a class), or None.
 
         Code-registered entries are searched first, so asking about a built-in
         imports no plugin.
         """
         def match(entry: Entry) -> bool:
-            return inspect.isclass(entry.obj) and (type(obj) is entry.obj or obj is entry.obj)
+            return obj is entry.obj or (inspect.isclass(entry.obj) and type(obj) is entry.obj)
 
         for entry in self._entries.values():
             if not entry.source.startswith("plugin") and match(entry):

@@ -124,5 +124,8 @@ def test_settings_a_continuing_fit_cannot_take_are_refused_and_change_nothing():
     with pytest.raises(pyfit.InputError, match="optimizer='adam', but the fitted model continues with "
                                                "optimizer='sgd'"):
         reg.partial_fit(X, y)
+    reg.set_params(optimizer="sgd", optimizer_kwargs__momentom=0.9)
+    with pytest.raises(pyfit.InputError, match="the optimizer has no setting 'momentom'"):
+        reg.partial_fit(X, y)
     assert reg.n_iter_ == 1 and torch.equal(reg.model_.weight, weight)
     assert reg.optimizer_.param_groups[0]["lr"] == 0.1
