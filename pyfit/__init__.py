@@ -11,6 +11,7 @@ from ._version import __version__
 from . import ops
 from .callbacks import BestParameters
 from .callbacks import Callback
+from .callbacks import Convergence
 from .callbacks import EarlyStopping
 from .callbacks import FitState
 from .callbacks import LRScheduling
@@ -25,6 +26,8 @@ from .errors import InputError
 from .errors import PluginError
 from .errors import UnknownNameError
 from .fit import fit
+from .learning_rate import LRFinder
+from .learning_rate import find_lr
 from .losses import LossFunction
 from .losses import build_loss
 from .models import MLP
@@ -59,6 +62,7 @@ __all__ = [
     "BestParameters",
     "Callback",
     "Checkpoint",
+    "Convergence",
     "CheckpointError",
     "DataError",
     "Dataset",
@@ -67,6 +71,7 @@ __all__ = [
     "FitState",
     "InputError",
     "LOSSES",
+    "LRFinder",
     "LRScheduling",
     "Linear",
     "LossFunction",
@@ -85,6 +90,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "find_lr",
     "fit",
     "load_checkpoint",
     "load_data",

@@ -270,8 +270,8 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
     print(f"epochs       {result.epochs}")
     print(f"stopped      {result.stop_reason}{detail}")
     print(f"lr           {result.lr_chosen:.6g} ({result.lr_reason})")
-    scaled = isinstance(result.model, Standardized)
-    print(f"features     {'standardized (weight and bias in the data units)' if scaled else 'as given'}")
+    scaled = "standardized" + (" (weight and bias below in the data's units)" if parameters else "")
+    print(f"features     {scaled if isinstance(result.model, Standardized) else 'as given'}")
     print(f"backend      {result.backend}")
     print(f"wall time    {result.seconds:.3f} s")
     for name, values in (parameters or {}).items():
@@ -280,6 +280,29 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
         print(f"checkpoint   {s['save']}")
     for warning in result.warnings:
         print(f"warning      {warning}")
+
+
+def lr_find(args, parser) -> int:
+    """A learning-rate range test on a data file: the suggestion on stdout, the plot saved."""
+    import pyfit
+    from .data import load_data
+
+    data = load_data(args.data, args.target, args.features)
+    found = pyfit.find_lr(
+        args.model, data.X, data.y, loss=args.loss, optimizer=args.optimizer, batch_size=args.batch_size,
+        standardize=args.standardize, seed=args.seed, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+        model_kwargs=_key_values(args.model_arg, "--model-arg", parser),
+        loss_kwargs=_key_values(args.loss_arg, "--loss-arg", parser), plot=args.plot,
+        **_key_values(args.opt_arg, "--opt-arg", parser))
+    if args.json:
+        print(json.dumps({"lr": found.lr, "reason": found.reason, "plot": args.plot, "lrs": found.lrs,
+                          "losses": found.losses}))
+        return EXIT_OK
+    print(f"suggested lr {found.lr:.4g} ({found.reason})")
+    print(f"rates tried  {len(found.lrs)}, from {found.lrs[0]:.3g} to {found.lrs[-1]:.3g}" if found.lrs else
+          "rates tried  none gave a finite loss")
+    print(f"plot         {args.plot}")
+    return EXIT_OK
 
 
 def predict(args, parser) -> int:

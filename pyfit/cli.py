@@ -1,4 +1,4 @@
-"""The ``pyfit`` command: ``demo``, ``fit``, ``predict``, ``plugins`` and ``info``.
+"""The ``pyfit`` command: ``demo``, ``fit``, ``lr-find``, ``predict``, ``plugins`` and ``info``.
 
 Exit status: 0 success, 1 a failed fit or bad data (one message on stderr, no
 traceback; ``PYFIT_DEBUG=1`` shows it), 2 a usage error, 130 an interrupt.
@@ -111,6 +111,30 @@ def _add_fit(commands) -> None:
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
+def _add_lr_find(commands) -> None:
+    lr_find = commands.add_parser(
+        "lr-find", help="run a learning-rate range test on a data file and plot it",
+        description="One optimizer step at each of a geometric series of learning rates, on a copy of the model; "
+                    "prints the suggested lr (a tenth of the rate with the lowest loss) and saves the plot.")
+    lr_find.add_argument("data", help="CSV with a header line, .npy or .npz, as for `pyfit fit`")
+    lr_find.add_argument("--target", required=True, help="the column(s) to predict, comma-separated")
+    lr_find.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
+    lr_find.add_argument("--model", default="linear", help="registered model name (linear)")
+    lr_find.add_argument("--loss", default="mse", help="registered loss name (mse)")
+    lr_find.add_argument("--optimizer", default="sgd", help="registered optimizer name (sgd)")
+    for flag, what in (("--model-arg", "model"), ("--opt-arg", "optimizer"), ("--loss-arg", "loss")):
+        lr_find.add_argument(flag, action="append", metavar="KEY=VALUE", help=f"a {what} argument; repeat it")
+    lr_find.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
+    lr_find.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                         help="standardize the features first, as `pyfit fit` does (default on)")
+    lr_find.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation (0)")
+    lr_find.add_argument("--start-lr", type=float, default=1e-6, help="the smallest rate tried (1e-6)")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="the largest rate tried (10)")
+    lr_find.add_argument("--steps", type=int, default=100, help="rates tried (100)")
+    lr_find.add_argument("--plot", default="lr-find.png", metavar="FILE", help="where the plot goes (lr-find.png)")
+    lr_find.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+
+
 def _add_predict(commands) -> None:
     predict = commands.add_parser("predict", help="predict with a saved fit",
                                   description="Write a checkpoint's predictions for a data file as CSV.")
@@ -130,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _add_demo(commands)
     _add_fit(commands)
+    _add_lr_find(commands)
     _add_predict(commands)
     commands.add_parser("plugins", help="list every registered model, loss, optimizer and scheduler",
                         description="Every registry entry with where it comes from, and plugins that failed.")
@@ -148,7 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from . import _commands
 
-        return getattr(_commands, args.command)(args, parser)
+        return getattr(_commands, args.command.replace("-", "_"))(args, parser)
     except KeyboardInterrupt:
         print("pyfit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -256,7 +256,7 @@ def find_lr(model: Any, X: Any, y: Any, *, loss: Any = "mse", optimizer: Any = "
     from .fit import _resolve_model
     from .losses import as_loss, build_loss
     from .optimizers import build_optimizer
-    from .scaling import Standardized, standardized
+    from .scaling import Standardized, inner_model, standardized
     from .validation import check_fit_data, check_optimizer_settings, check_positive, check_positive_int
 
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
@@ -279,7 +279,8 @@ def find_lr(model: Any, X: Any, y: Any, *, loss: Any = "mse", optimizer: Any = "
             else optimizer(params, **settings)
 
     name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", "optimizer")
-    title = f"learning-rate range test: {type(built).__name__}, {loss if isinstance(loss, str) else 'loss'}, {name}"
+    shown = type(inner_model(built)).__name__ + (" (standardized)" if isinstance(built, Standardized) else "")
+    title = f"learning-rate range test: {shown}, {loss if isinstance(loss, str) else 'loss'}, {name}"
     found = range_test(built, loss_fn, build, X, y, batch_size=batch_size, start_lr=start_lr, end_lr=end_lr,
                        steps=steps, title=title)
     if plot is not None:

@@ -24,6 +24,17 @@ RISING_SHARE, RISE = 0.3, 1e-3
 _WINDOW = 50
 
 
+def _scaling_hint(standardized: bool) -> str:
+    return "" if standardized else "standardize the features (standardize=True, --standardize), "
+
+
+def _next_steps(first: str, standardized: bool, lr_was_auto: bool) -> str:
+    """``first``, then standardizing and lr="auto" where the fit did not use them, as alternatives."""
+    steps = [first] + ([] if standardized else ["standardize the features (standardize=True, --standardize)"]) \
+        + ([] if lr_was_auto else ["leave lr unset for lr='auto'"])
+    return ", or ".join(steps)
+
+
 def assess(result, loss_fn, X: Tensor, y: Tensor) -> None:
     """Give ``result`` the loss of its model as returned, on all of (X, y), and its :func:`diagnose` warnings."""
     from ._paths import _match_prediction
@@ -37,11 +48,16 @@ def assess(result, loss_fn, X: Tensor, y: Tensor) -> None:
             result.returned_loss = float(loss_fn(pred, y, model=model))
     finally:
         model.train(was_training)
+    from .scaling import Standardized
+
     result.warnings = diagnose(result.history["loss"], result.stop_reason, result.stop_detail, y, pred,
-                               epochs=result.epochs, lr=result.lr_chosen)
+                               epochs=result.epochs, lr=result.lr_chosen,
+                               standardized=isinstance(model, Standardized),
+                               lr_was_auto=result.lr_reason.startswith("auto"))
 
 
-def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int) -> Optional[str]:
+def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int, standardized: bool,
+                   lr_was_auto: bool) -> Optional[str]:
     if stop_reason != "completed" or len(losses) < 10:
         return None
     span = max(2, len(losses) // 10)
@@ -52,11 +68,10 @@ def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int) -> Op
     if drop <= STILL_FALLING:
         return None
     return (f"not converged: the loss was still falling at the last epoch ({drop:.2%} over the last {span} "
-            f"epochs); give it more epochs (epochs={2 * epochs}), standardize the features "
-            "(standardize=True, --standardize) or leave lr unset for lr='auto'")
+            f"epochs); {_next_steps(f'give it more epochs (epochs={2 * epochs})', standardized, lr_was_auto)}")
 
 
-def _oscillating(losses: Sequence[float], lr: Optional[float]) -> Optional[str]:
+def _oscillating(losses: Sequence[float], lr: Optional[float], lr_was_auto: bool) -> Optional[str]:
     window = [v for v in losses[-_WINDOW:] if math.isfinite(v)]
     if len(window) < 10:
         return None
@@ -66,18 +81,17 @@ def _oscillating(losses: Sequence[float], lr: Optional[float]) -> Optional[str]:
         return None
     lower = f" (e.g. lr={lr / 10:.3g})" if lr else ""
     return (f"the loss oscillates: it rose in {rises} of the last {len(changes)} epochs, so the steps are "
-            f"too long; lower lr{lower}, or leave lr unset for lr='auto'")
+            f"too long; lower lr{lower}" + ("" if lr_was_auto else ", or leave lr unset for lr='auto'"))
 
 
-def _worse_than_mean(score: float) -> Optional[str]:
+def _worse_than_mean(score: float, standardized: bool, lr_was_auto: bool) -> Optional[str]:
     if not score < 0:
         return None
-    return (f"the fit is worse than predicting the mean of y (R² {score:.3g} < 0); standardize the features "
-            "(standardize=True, --standardize), leave lr unset for lr='auto' or lower it, and give it more "
-            "epochs")
+    steps = _next_steps("lower lr and give it more epochs", standardized, lr_was_auto)
+    return f"the fit is worse than predicting the mean of y (R² {score:.3g} < 0); {steps}"
 
 
-def _constant(y: Tensor, pred: Tensor) -> Optional[str]:
+def _constant(y: Tensor, pred: Tensor, standardized: bool) -> Optional[str]:
     y = y.double().reshape(y.shape[0], -1)
     pred = pred.double().reshape(y.shape)
     spread_y, spread_pred = y.std(0, correction=0), pred.std(0, correction=0)
@@ -86,16 +100,18 @@ def _constant(y: Tensor, pred: Tensor) -> Optional[str]:
     if not bool((spread_pred <= 1e-6 * spread_y).any()):
         return None
     return ("the model predicts the same value for every row (it learned at most the mean of y); "
-            "standardize the features, try another lr or optimizer (optimizer='adam'), more epochs, or a "
+            f"{_scaling_hint(standardized)}try another lr or optimizer (optimizer='adam'), more epochs, or a "
             "smaller model")
 
 
 def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Tensor, pred: Tensor,
-             *, epochs: int, lr: Optional[float] = None) -> List[str]:
+             *, epochs: int, lr: Optional[float] = None, standardized: bool = False,
+             lr_was_auto: bool = False) -> List[str]:
     """One warning with a next step per problem found; an empty list for a fit that looks sound.
 
     ``losses`` is the per-epoch history, ``pred`` the returned model's
-    predictions for the training targets ``y``.
+    predictions for the training targets ``y``; ``standardized`` and
+    ``lr_was_auto`` leave out the advice to standardize and to use lr="auto".
 
     >>> import torch
     >>> y = torch.tensor([1.0, 2.0, 3.0])
@@ -104,12 +120,15 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
     """
     if stop_reason == "non_finite":
         lower = f" (e.g. lr={lr / 10:.3g})" if lr else ""
-        return [f"the fit diverged: {stop_detail}; lower lr{lower} or leave it unset for lr='auto', and "
-                "standardize the features (standardize=True, --standardize)"]
+        scaling = _scaling_hint(standardized)
+        return [f"the fit diverged: {stop_detail}; lower lr{lower}"
+                + ("" if lr_was_auto else " or leave it unset for lr='auto'")
+                + (f", and {scaling.rstrip(', ')}" if scaling else "")]
     if not bool(torch.isfinite(pred).all()):
-        return ["the model's predictions are not finite; lower lr, leave it unset for lr='auto', or "
-                "standardize the features"]
-    found = [_not_converged(losses, stop_reason, epochs), _oscillating(losses, lr)]
+        return [f"the model's predictions are not finite; {_scaling_hint(standardized)}lower lr or leave it unset "
+                "for lr='auto'"]
+    found = [_not_converged(losses, stop_reason, epochs, standardized, lr_was_auto),
+             _oscillating(losses, lr, lr_was_auto)]
     score = r2(y, pred) if y.shape[0] > 1 else math.nan
-    found += [_worse_than_mean(score), _constant(y, pred)]
+    found += [_worse_than_mean(score, standardized, lr_was_auto), _constant(y, pred, standardized)]
     return [message for message in found if message]

@@ -34,7 +34,8 @@ def _curve(n=80, seed=0):
 
 def test_fit_predict_score():
     X, y = _curve()
-    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 2}, lr=0.3, epochs=2000, random_state=0)
+    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 2}, lr=0.3, epochs=2000, tol=None,
+                          random_state=0)
     assert reg.fit(X, y) is reg
     assert reg.score(X, y) > 0.99 and reg.n_features_in_ == 1 and reg.n_iter_ == 2000
     assert reg.predict(X).dtype == np.float64 and len(reg.history_["loss"]) == 2000
