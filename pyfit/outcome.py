@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .metrics import r2
 
-# the loss still fell by more than this fraction over the last tenth of the epochs: not converged
+# the last tenth of the epochs averaged this fraction less loss than the tenth before: not converged
 STILL_FALLING = 1e-3
 # within the last epochs, at least this share of the changes are rises of at least RISE: oscillating
 RISING_SHARE, RISE = 0.3, 1e-3
@@ -60,15 +60,18 @@ def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int, stand
                    lr_was_auto: bool) -> Optional[str]:
     if stop_reason != "completed" or len(losses) < 10:
         return None
+    # the mean of the last tenth of the epochs against the tenth before it: noise from minibatches averages out
     span = max(2, len(losses) // 10)
-    earlier, last = losses[-span], losses[-1]
+    earlier = sum(losses[-2 * span:-span]) / span
+    last = sum(losses[-span:]) / span
     if not (earlier > 0 and math.isfinite(earlier) and math.isfinite(last)):
         return None
     drop = (earlier - last) / earlier
     if drop <= STILL_FALLING:
         return None
-    return (f"not converged: the loss was still falling at the last epoch ({drop:.2%} over the last {span} "
-            f"epochs); {_next_steps(f'give it more epochs (epochs={2 * epochs})', standardized, lr_was_auto)}")
+    return (f"not converged: the loss was still falling when the epochs ran out ({drop:.2%} lower over the last "
+            f"{span} epochs than over the {span} before); "
+            f"{_next_steps(f'give it more epochs (epochs={2 * epochs})', standardized, lr_was_auto)}")
 
 
 def _oscillating(losses: Sequence[float], lr: Optional[float], lr_was_auto: bool) -> Optional[str]:
@@ -84,10 +87,14 @@ def _oscillating(losses: Sequence[float], lr: Optional[float], lr_was_auto: bool
             f"too long; lower lr{lower}" + ("" if lr_was_auto else ", or leave lr unset for lr='auto'"))
 
 
-def _worse_than_mean(score: float, standardized: bool, lr_was_auto: bool) -> Optional[str]:
+def _worse_than_mean(score: float, standardized: bool, lr_was_auto: bool, crawling: bool,
+                     oscillating: bool) -> Optional[str]:
     if not score < 0:
         return None
-    steps = _next_steps("lower lr and give it more epochs", standardized, lr_was_auto)
+    # crawling: the steps are too short or too few; bouncing: too long
+    first = "give it more epochs or a larger lr" if crawling else "lower lr" if oscillating else \
+        "check that the model suits the data, or give it more epochs"
+    steps = _next_steps(first, standardized, lr_was_auto)
     return f"the fit is worse than predicting the mean of y (R² {score:.3g} < 0); {steps}"
 
 
@@ -127,8 +134,12 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
     if not bool(torch.isfinite(pred).all()):
         return [f"the model's predictions are not finite; {_scaling_hint(standardized)}lower lr or leave it unset "
                 "for lr='auto'"]
-    found = [_not_converged(losses, stop_reason, epochs, standardized, lr_was_auto),
-             _oscillating(losses, lr, lr_was_auto)]
+    not_converged = _not_converged(losses, stop_reason, epochs, standardized, lr_was_auto)
+    oscillating = _oscillating(losses, lr, lr_was_auto)
     score = r2(y, pred) if y.shape[0] > 1 else math.nan
-    found += [_worse_than_mean(score, standardized, lr_was_auto), _constant(y, pred, standardized)]
+    # a loss that fell less than a tenth from where it started has barely moved: the steps are too short
+    crawling = not_converged is not None or (len(losses) > 1 and losses[-1] >= 0.9 * losses[0])
+    found = [not_converged, oscillating,
+             _worse_than_mean(score, standardized, lr_was_auto, crawling, oscillating is not None),
+             _constant(y, pred, standardized)]
     return [message for message in found if message]

@@ -88,3 +88,57 @@ def test_standardized_linear_fit_takes_the_fused_path_and_matches_plain_torch(se
         optimizer.step()
     torch.testing.assert_close(model.weight, oracle.weight)
     torch.testing.assert_close(model.bias, oracle.bias)
+
+
+def _fit_data(generator):
+    X = _raw_data(generator)
+    return X, X @ torch.tensor([2e-3, 30.0, -1.0], dtype=torch.float64) + 4.0
+
+
+def test_a_standardized_fit_predicts_raw_data_and_survives_a_checkpoint(seeded, tmp_path):
+    X, y = _fit_data(seeded)
+    result = pyfit.fit("linear", X, y, standardize=True, seed=0)
+    assert isinstance(result.model, Standardized) and result.stop_reason == "converged"
+    weight, bias = parameters_in_data_units(result.model)
+    torch.testing.assert_close(weight[0], torch.tensor([2e-3, 30.0, -1.0], dtype=torch.float64), rtol=1e-4, atol=0)
+    assert float(bias[0]) == pytest.approx(4.0, rel=1e-3)
+    path = pyfit.save_checkpoint(tmp_path / "fit.pt", result)
+    loaded = pyfit.load_checkpoint(path).model
+    assert isinstance(loaded, Standardized)
+    torch.testing.assert_close(pyfit.predict(loaded, X), pyfit.predict(result.model, X), rtol=0, atol=0)
+    torch.testing.assert_close(pyfit.predict(loaded, X), y, rtol=1e-4, atol=1e-3)
+
+
+def test_resuming_a_standardized_fit_is_exact_and_keeps_its_statistics(seeded, tmp_path):
+    X, y = _fit_data(seeded)
+    whole = pyfit.fit("linear", X, y, standardize=True, lr=0.05, epochs=20, seed=0)
+    first = pyfit.fit("linear", X, y, standardize=True, lr=0.05, epochs=10, seed=0,
+                      checkpoint=str(tmp_path / "half.pt"))
+    resumed = pyfit.fit(None, X[:5], y[:5], epochs=20, resume_from=str(tmp_path / "half.pt"))
+    # the statistics are those of the first fit's rows, not recomputed from the rows it resumes on
+    assert torch.equal(resumed.model.mean, first.model.mean)
+    assert resumed.history["loss"][:10] == whole.history["loss"][:10]
+    with pytest.raises(pyfit.InputError, match="was fit with standardized features"):
+        pyfit.fit(None, X, y, epochs=20, standardize=False, resume_from=str(tmp_path / "half.pt"))
+
+
+def test_resumed_on_the_same_rows_the_parameters_are_bit_for_bit_those_of_one_fit(seeded, tmp_path):
+    X, y = _fit_data(seeded)
+    whole = pyfit.fit("linear", X, y, standardize=True, lr=0.05, epochs=20, seed=0)
+    pyfit.fit("linear", X, y, standardize=True, lr=0.05, epochs=10, seed=0, checkpoint=str(tmp_path / "half.pt"))
+    resumed = pyfit.fit(None, X, y, epochs=20, resume_from=str(tmp_path / "half.pt"))
+    assert torch.equal(resumed.model.weight, whole.model.weight) and torch.equal(resumed.model.bias, whole.model.bias)
+    assert resumed.history == whole.history
+
+
+def test_pyfit_predict_applies_the_saved_scaling(seeded, tmp_path, capsys):
+    from pyfit.cli import main
+
+    X, y = _fit_data(seeded)
+    data = tmp_path / "data.csv"
+    np.savetxt(data, torch.cat([X, y[:, None]], 1).numpy(), delimiter=",", header="a,b,c,y", comments="")
+    assert main(["fit", str(data), "--target", "y", "--save", str(tmp_path / "fit.pt"), "--quiet"]) == 0
+    assert main(["predict", str(tmp_path / "fit.pt"), str(data)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    predictions = np.array([float(v) for v in lines[1:]])
+    np.testing.assert_allclose(predictions, y.numpy(), rtol=1e-4, atol=1e-3)
