@@ -29,7 +29,7 @@ _CONFIG_KEYS = {
     "json": "json", "quiet": "quiet", "model_args": "model_arg", "model_arg": "model_arg",
     "opt_args": "opt_arg", "opt_arg": "opt_arg", "loss_args": "loss_arg", "loss_arg": "loss_arg",
     "sched_args": "sched_arg", "sched_arg": "sched_arg", "standardize": "standardize", "tol": "tol",
-    "n_iter_no_change": "n_iter_no_change",
+    "n_iter_no_change": "n_iter_no_change", "validation_split": "validation_split",
 }
 _ARG_TABLES = ("model_arg", "opt_arg", "loss_arg", "sched_arg")
 
@@ -146,6 +146,8 @@ def _check_usage(s: Dict[str, Any], parser) -> None:
         if s["tol"] is not None:
             check_non_negative("tol", s["tol"])
         check_positive_int("n_iter_no_change", s["n_iter_no_change"], allow_none=True)
+        if s["validation_split"] is not None and not 0 < s["validation_split"] < 1:
+            raise InputError(f"--validation-split must be between 0 and 1, got {s['validation_split']!r}")
         check_positive_int("batch_size", s["batch_size"], allow_none=True)
         check_positive_int("early_stopping", s["early_stopping"], allow_none=True)
         check_seed(s["seed"])
@@ -209,13 +211,14 @@ class _Announce:
 def fit(args, parser) -> int:
     """Fit a model to a data file; summary or JSON on stdout, the checkpoint and plots where asked."""
     import pyfit
-    from . import metrics
     from .data import load_data
     from .fit import DEFAULT_N_ITER_NO_CHANGE
 
     s = _settings(args, parser)
     data = load_data(args.data, s["target"], s["features"], dtype=s["dtype"])
-    callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"])] if s["early_stopping"] else []
+    held_out = s["validation_split"] is not None
+    callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"], monitor="val_loss" if held_out else "loss",
+                                     restore_best=held_out)] if s["early_stopping"] else []
     if not s["quiet"]:
         callbacks.append(_Announce(
             f"pyfit fit: {s['model'] or 'the saved model'} on {data.X.shape[0]} rows of {data.path} "
@@ -226,14 +229,15 @@ def fit(args, parser) -> int:
         s["model"], data.X, data.y, loss=s["loss"], optimizer=s["optimizer"], lr=s["lr"], epochs=s["epochs"],
         batch_size=s["batch_size"], shuffle=bool(s["shuffle"]), seed=s["seed"], scheduler=s["scheduler"],
         standardize=s["standardize"], tol="auto" if s["tol"] is None else (s["tol"] or None),
-        n_iter_no_change=s["n_iter_no_change"] or DEFAULT_N_ITER_NO_CHANGE, callbacks=callbacks, progress=False if (s["quiet"] or s["json"]) else None,
+        n_iter_no_change=s["n_iter_no_change"] or DEFAULT_N_ITER_NO_CHANGE, callbacks=callbacks,
+        validation_split=s["validation_split"], progress=False if (s["quiet"] or s["json"]) else None,
         model_kwargs=s["model_arg"], loss_kwargs=s["loss_arg"], scheduler_kwargs=s["sched_arg"],
         resume_from=s["resume"], **s["opt_arg"])
     if s["save"]:
         pyfit.save_checkpoint(s["save"], result, metadata={
             "target": data.target, "features": data.features, "data": data.path,
             "early_stopping": s["early_stopping"]})
-    r2 = metrics.r2(torch.as_tensor(data.y), result.predict(data.X))  # of the model as returned
+    r2 = result.scores.get("r2", math.nan)  # of the model as returned, on the training rows
     if s["plot"]:
         os.makedirs(s["plot"], exist_ok=True)
         result.plot_loss(os.path.join(s["plot"], "loss.png"))
@@ -256,7 +260,9 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
     parameters = _parameters(result.model)
     if s["json"]:
         print(json.dumps({
-            "final_loss": _finite(result.final_loss), "r2": _finite(r2), "epochs": result.epochs,
+            "final_loss": _finite(result.final_loss), "r2": _finite(r2),
+            "val_r2": _finite(result.scores.get("val_r2", math.nan)), "val_loss":
+                _finite(result.scores.get("val_loss", math.nan)), "epochs": result.epochs,
             "stop_reason": result.stop_reason, "stop_detail": result.stop_detail, "backend": result.backend,
             "seconds": result.seconds, "lr": result.lr_chosen, "lr_reason": result.lr_reason,
             "standardized": isinstance(result.model, Standardized), "parameters": parameters,
@@ -267,6 +273,8 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
     detail = f" ({result.stop_detail})" if result.stop_detail else ""
     print(f"final loss   {result.final_loss:.6g}")
     print(f"R² (train)   {r2:.6g}")
+    if "val_r2" in result.scores:
+        print(f"R² (valid.)  {result.scores['val_r2']:.6g}   (validation loss {result.scores['val_loss']:.6g})")
     print(f"epochs       {result.epochs}")
     print(f"stopped      {result.stop_reason}{detail}")
     print(f"lr           {result.lr_chosen:.6g} ({result.lr_reason})")

@@ -73,33 +73,57 @@ class CallbackProtocol(Protocol):
 
 
 class EarlyStopping(Callback):
-    """Stop when the loss has not improved by at least ``min_delta`` for ``patience`` epochs.
+    """Stop when ``monitor`` has not improved by at least ``min_delta`` for ``patience`` epochs.
+
+    ``monitor`` is a history key: ``"loss"``, or ``"val_loss"`` (and ``"val_r2"``
+    etc., which ``fit`` records with validation data). ``restore_best=True`` gives
+    the model back the parameters of the best epoch when the fit ends: those the
+    epoch ended with for a validation score (measured after the epoch), those it
+    started from for the training loss (measured before its updates).
 
     >>> import pyfit
-    >>> stopper = pyfit.EarlyStopping(patience=5, min_delta=1e-6)
+    >>> stopper = pyfit.EarlyStopping(patience=5, min_delta=1e-6, monitor="val_loss", restore_best=True)
     """
 
-    def __init__(self, patience: int = 10, min_delta: float = 0.0, monitor: str = "loss"):
+    def __init__(self, patience: int = 10, min_delta: float = 0.0, monitor: str = "loss",
+                 restore_best: bool = False):
         if not isinstance(patience, int) or patience < 1:
             raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
         if not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         self.patience, self.min_delta, self.monitor = patience, float(min_delta), monitor
+        self.restore_best = restore_best
         self.best = math.inf
         self.wait = 0
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self._epoch_start: Optional[Dict[str, torch.Tensor]] = None
 
     def on_fit_start(self, state: FitState) -> None:
-        self.best, self.wait = math.inf, 0
+        self.best, self.wait, self.best_state = math.inf, 0, None
+        if self.restore_best:
+            self._epoch_start = BestParameters._snapshot(state.model)
 
     def on_epoch_end(self, state: FitState) -> None:
         value = state.history[self.monitor][-1]
-        if value < self.best - self.min_delta:
+        improved = value < self.best - self.min_delta
+        if improved:
             self.best, self.wait = value, 0
+            if self.restore_best:
+                # the training loss is measured before the epoch's updates, a validation score after them
+                self.best_state = self._epoch_start if self.monitor == "loss" else \
+                    BestParameters._snapshot(state.model)
+        if self.restore_best:
+            self._epoch_start = BestParameters._snapshot(state.model)
+        if improved:
             return
         self.wait += 1
         if self.wait >= self.patience:
             state.stop(EARLY_STOPPING, f"{self.monitor} did not improve by more than {self.min_delta:g} "
                                        f"for {self.patience} epochs (best {self.best:.6g})")
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.restore_best and self.best_state is not None:
+            state.model.load_state_dict(self.best_state)
 
 
 class Convergence(Callback):

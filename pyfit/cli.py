@@ -102,7 +102,10 @@ def _add_fit(commands) -> None:
     fit.add_argument("--shuffle", action="store_true", default=None, help="shuffle minibatches every epoch")
     fit.add_argument("--seed", type=int, help="seed of the model's initialisation and the shuffling")
     fit.add_argument("--early-stopping", type=int, metavar="PATIENCE",
-                     help="stop after PATIENCE epochs without a lower loss")
+                     help="stop after PATIENCE epochs without a lower loss (the validation loss, with "
+                          "--validation-split, and then the best epoch's parameters are kept)")
+    fit.add_argument("--validation-split", type=float, metavar="FRACTION",
+                     help="hold out this fraction of the rows (drawn with --seed) and report their scores")
     fit.add_argument("--config", metavar="FILE.toml", help="settings as TOML, with the flags' names as keys")
     fit.add_argument("--save", metavar="CHECKPOINT", help="save the fit here (also on Ctrl-C)")
     fit.add_argument("--resume", metavar="CHECKPOINT", help="continue this checkpoint's fit up to --epochs")

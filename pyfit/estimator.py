@@ -42,8 +42,12 @@ class Regressor(RegressorMixin, BaseEstimator):
     """Fit a pyfit model with scikit-learn's interface; ``score`` is R².
 
     ``model``, ``loss``, ``optimizer`` and ``scheduler`` are registry names;
-    ``early_stopping`` is a patience in epochs; ``warm_start=True`` makes ``fit``
-    continue from the fitted model and optimizer for ``epochs`` more epochs.
+    ``warm_start=True`` makes ``fit`` continue from the fitted model and
+    optimizer for ``epochs`` more epochs. ``early_stopping=True`` holds out
+    ``validation_fraction`` of the rows (drawn with ``random_state``), stops when
+    their loss has not improved for ``n_iter_no_change`` epochs and keeps the best
+    epoch's parameters, as ``SGDRegressor`` does (``validation_scores_`` is the
+    held-out R² per epoch); an integer is a patience on the training loss instead.
 
     The defaults give a good fit with no settings, as ``LinearRegression()``
     does: the features are standardized (``standardize=True``; the statistics
@@ -67,10 +71,11 @@ class Regressor(RegressorMixin, BaseEstimator):
     def __init__(self, model: str = "linear", loss: str = "mse", optimizer: str = "sgd",
                  lr: Union[float, str] = "auto", epochs: Optional[int] = None, batch_size: Optional[int] = None,
                  shuffle: bool = False, random_state: Any = None, scheduler: Optional[str] = None,
-                 early_stopping: Optional[int] = None, warm_start: bool = False,
+                 early_stopping: Union[bool, int, None] = None, warm_start: bool = False,
                  model_kwargs: Optional[Dict[str, Any]] = None, optimizer_kwargs: Optional[Dict[str, Any]] = None,
                  loss_kwargs: Optional[Dict[str, Any]] = None, standardize: bool = True,
-                 tol: Optional[float] = 1e-5, n_iter_no_change: int = 5, verbose: bool = False):
+                 tol: Optional[float] = 1e-5, n_iter_no_change: int = 5, verbose: bool = False,
+                 validation_fraction: float = 0.1):
         self.model = model
         self.loss = loss
         self.optimizer = optimizer
@@ -89,6 +94,7 @@ class Regressor(RegressorMixin, BaseEstimator):
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
+        self.validation_fraction = validation_fraction
 
     # -- nested parameters -----------------------------------------------------
     def get_params(self, deep: bool = True) -> Dict[str, Any]:
@@ -126,7 +132,13 @@ class Regressor(RegressorMixin, BaseEstimator):
     def _train(self, X: np.ndarray, y: np.ndarray, epochs: int, fresh: bool) -> None:
         X_t = torch.tensor(X)  # a copy: read-only or memory-mapped input stays untouched
         y_t = torch.tensor(y, dtype=X_t.dtype)
-        callbacks = [EarlyStopping(patience=self.early_stopping)] if self.early_stopping else []
+        held_out = self.early_stopping is True and fresh
+        if held_out:
+            callbacks = [EarlyStopping(patience=self.n_iter_no_change, monitor="val_loss", restore_best=True)]
+        else:
+            # a continuing fit has no held-out rows: a patience on its training loss
+            patience = self.n_iter_no_change if self.early_stopping is True else self.early_stopping
+            callbacks = [EarlyStopping(patience=patience)] if patience else []
         common = dict(loss=self.loss, epochs=epochs, batch_size=self.batch_size, shuffle=self.shuffle,
                       callbacks=callbacks, progress=True if self.verbose else False, tol=self.tol,
                       n_iter_no_change=self.n_iter_no_change, loss_kwargs=dict(self.loss_kwargs or {}))
@@ -134,7 +146,9 @@ class Regressor(RegressorMixin, BaseEstimator):
         if fresh:
             result = _fit(self.model, X_t, y_t, optimizer=self.optimizer, lr=self.lr, seed=seed,
                           scheduler=self.scheduler, model_kwargs=dict(self.model_kwargs or {}),
-                          standardize=bool(self.standardize), **common, **dict(self.optimizer_kwargs or {}))
+                          standardize=bool(self.standardize),
+                          **({"validation_split": self.validation_fraction, "metrics": ["r2"]} if held_out else {}),
+                          **common, **dict(self.optimizer_kwargs or {}))
             self.history_ = {key: list(values) for key, values in result.history.items()}
             self._fitted_with = {"optimizer": self.optimizer, "scheduler": self.scheduler}
         else:
@@ -157,6 +171,9 @@ class Regressor(RegressorMixin, BaseEstimator):
         self.n_iter_ = len(self.history_["loss"])
         self.stop_reason_, self.backend_ = result.stop_reason, result.backend
         self.loss_curve_ = list(self.history_["loss"])
+        if "val_r2" in self.history_:
+            self.validation_scores_ = list(self.history_["val_r2"])
+            self.best_validation_score_ = result.scores["val_r2"]  # of the model kept
         self.lr_, self.warnings_ = result.lr_chosen, list(result.warnings)
         in_data_units = parameters_in_data_units(self.model_)
         if in_data_units is not None:

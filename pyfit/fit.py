@@ -19,6 +19,7 @@ from .callbacks import COMPLETED, Callback, Convergence, FitState, LRScheduling
 from ._checkpoint_schema import check_restorable
 from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
 from .errors import CheckpointError, InputError
+from .holdout import Validation, held_out
 from .learning_rate import auto_lr, is_least_squares_sgd
 from .losses import as_loss, build_loss
 from .models import build_model
@@ -211,6 +212,9 @@ def fit(
     standardize: Optional[bool] = None,
     tol: Union[float, str, None] = "auto",
     n_iter_no_change: int = DEFAULT_N_ITER_NO_CHANGE,
+    validation_data: Any = None,
+    validation_split: Optional[float] = None,
+    metrics: Iterable[str] = (),
     scheduler: Any = None,
     callbacks: Iterable[Callback] = (),
     progress: Optional[bool] = None,
@@ -249,9 +253,17 @@ def fit(
     ``tol="auto"`` (the default) is 1e-5 when epochs is left out and None when
     it is given, so ``epochs=3000`` runs 3000 epochs; ``tol=None`` never stops
     early, and a number always applies.
-    ``result.final_loss`` is the loss of the returned model on all of (X, y),
-    and ``result.warnings`` names what looks wrong with the fit, each with a next
-    step.
+    ``validation_split=0.2`` holds out a fifth of the rows (drawn with ``seed``),
+    ``validation_data=(X_val, y_val)`` brings its own; scaling statistics and
+    ``lr="auto"`` then use the training rows only. ``history["val_loss"]`` has
+    the held-out loss after every epoch, and ``metrics=["r2", "rmse", "mae"]``
+    adds ``history[name]`` and ``history["val_" + name]``;
+    ``pyfit.EarlyStopping(monitor="val_loss", restore_best=True)`` stops on it.
+
+    ``result.final_loss`` is the loss of the returned model on the training
+    rows, ``result.scores`` its loss, r2, rmse and mae on them (and ``val_...``
+    on the held-out rows), and ``result.warnings`` names what looks wrong with
+    the fit, each with a next step.
 
     ``checkpoint=PATH`` saves the fit there when it ends (Ctrl-C included) and,
     with ``checkpoint_every=K``, after every K-th epoch. ``resume_from=PATH``
@@ -303,6 +315,7 @@ def fit(
     X, y = check_fit_data(X, y, dtype)
     if device is not None:
         X, y = X.to(device), y.to(device)
+    X, y, X_val, y_val = held_out(X, y, validation_data, validation_split, seed)
     built = _resolve_model(model, X, y, seed, model_kwargs)
     check_features(X, getattr(built, "in_features", None))
     check_outputs(y, getattr(built, "out_features", None))
@@ -319,7 +332,10 @@ def fit(
     scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
     scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt)
 
-    callbacks = list(callbacks) + ([stopper] if stopper is not None else [])
+    # validation first: a stopper that monitors val_loss reads what it records
+    validation = Validation(loss_fn, X, y, X_val, y_val, metrics) if X_val is not None or metrics else None
+    callbacks = [validation] * (validation is not None) + list(callbacks) + [stopper] * (stopper is not None)
+    _check_monitors(callbacks, validation)
     for callback in callbacks:
         if not all(hasattr(callback, hook) for hook in ("on_fit_start", "on_epoch_end", "on_fit_end")):
             raise TypeError(f"{type(callback).__name__} is not a callback: it needs on_fit_start, "
@@ -372,10 +388,21 @@ def fit(
     final.lr_chosen, final.lr_reason = float(opt.param_groups[0]["lr"]), lr_reason or "given"
     if state.history["lr"]:
         final.lr_chosen = state.history["lr"][0]
-    assess(final, loss_fn, X, y)
+    assess(final, loss_fn, X, y, X_val, y_val)
     if checkpoint is not None:
         save_checkpoint(checkpoint, final)
     return final
+
+
+def _check_monitors(callbacks: List[Any], validation: Optional[Validation]) -> None:
+    """Refuse a callback that monitors a history entry this fit will not record."""
+    recorded = ["loss", "lr"] + (validation.keys() if validation is not None else [])
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor not in recorded:
+            hint = " (give validation_data or validation_split)" if monitor.startswith("val_") else ""
+            raise InputError(f"{type(callback).__name__} monitors {monitor!r}, which this fit does not record"
+                             f"{hint}; it records: {', '.join(recorded)}")
 
 
 def _learning_rate(lr: Any, optimizer: Any, optimizer_kwargs: Dict[str, Any], saved: Optional[Dict[str, Any]],

@@ -35,21 +35,37 @@ def _next_steps(first: str, standardized: bool, lr_was_auto: bool) -> str:
     return ", or ".join(steps)
 
 
-def assess(result, loss_fn, X: Tensor, y: Tensor) -> None:
-    """Give ``result`` the loss of its model as returned, on all of (X, y), and its :func:`diagnose` warnings."""
+def _scores(model, loss_fn, X: Tensor, y: Tensor, prefix: str = "") -> tuple:
+    """The model's predictions for X and ``{prefix + name: value}`` for the loss and every metric."""
     from ._paths import _match_prediction
+    from .metrics import METRICS
+
+    with torch.no_grad():
+        pred = _match_prediction(model(X), y)
+        scores = {prefix + "loss": float(loss_fn(pred, y, model=model))}
+    scores.update({prefix + name: metric(y, pred) for name, metric in METRICS.items()})
+    return pred, scores
+
+
+def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None,
+           y_val: Optional[Tensor] = None) -> None:
+    """Give ``result`` the scores of its model as returned, on the training (and held-out) rows, and its warnings.
+
+    ``result.returned_loss`` is the training loss, ``result.scores`` maps
+    ``loss``, ``r2``, ``rmse``, ``mae`` (and ``val_...``) to their values.
+    """
+    from .scaling import Standardized
 
     model = result.model
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            pred = _match_prediction(model(X), y)
-            result.returned_loss = float(loss_fn(pred, y, model=model))
+        pred, scores = _scores(model, loss_fn, X, y)
+        if X_val is not None:
+            scores.update(_scores(model, loss_fn, X_val, y_val, "val_")[1])
     finally:
         model.train(was_training)
-    from .scaling import Standardized
-
+    result.returned_loss, result.scores = scores["loss"], scores
     result.warnings = diagnose(result.history["loss"], result.stop_reason, result.stop_detail, y, pred,
                                epochs=result.epochs, lr=result.lr_chosen,
                                standardized=isinstance(model, Standardized),

@@ -37,7 +37,8 @@ class FitResult:
     lr_chosen: Optional[float] = None
     lr_reason: str = ""
     warnings: List[str] = field(default_factory=list)
-    returned_loss: Optional[float] = None  # the loss of the model as returned, on all the training data
+    returned_loss: Optional[float] = None  # the loss of the model as returned, on all the training rows
+    scores: Dict[str, float] = field(default_factory=dict)  # its loss, r2, rmse, mae (and val_...), as returned
 
     @property
     def final_loss(self) -> float:

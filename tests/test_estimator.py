@@ -168,3 +168,16 @@ def test_a_bad_fit_warns_with_a_convergence_warning():
     with pytest.warns(ConvergenceWarning, match="worse than predicting the mean"):
         reg = pyfit.Regressor(lr=1e-6, epochs=5, random_state=0).fit(X, y + 100)
     assert any("worse than predicting the mean" in w for w in reg.warnings_)
+
+
+def test_early_stopping_holds_out_rows_and_keeps_the_best_epoch():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, 60)
+    y = np.sin(3 * x) + 0.3 * rng.standard_normal(60)
+    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 6}, early_stopping=True,
+                          validation_fraction=0.3, tol=None, epochs=3000, random_state=0)
+    reg.fit(x.reshape(-1, 1), y)
+    scores = reg.validation_scores_
+    assert reg.stop_reason_ == "early_stopping" and len(scores) == reg.n_iter_ < 3000
+    # the model kept is the best epoch's, not the last one's
+    assert reg.best_validation_score_ == pytest.approx(max(scores), rel=1e-12) and max(scores) > scores[-1]
