@@ -19,8 +19,8 @@ from .callbacks import COMPLETED, Callback, Convergence, FitState, LRScheduling
 from ._checkpoint_schema import check_restorable
 from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
 from .errors import CheckpointError, InputError
-from .holdout import Validation, held_out
-from .learning_rate import auto_lr, is_least_squares_sgd
+from .holdout import Validation, check_monitors, held_out
+from .learning_rate import is_least_squares_sgd, starting_lr
 from .losses import as_loss, build_loss
 from .models import build_model
 from .optimizers import build_optimizer
@@ -327,15 +327,17 @@ def fit(
         cheap = is_least_squares_sgd(built, loss_fn, type(optimizer) if isinstance(optimizer, torch.optim.Optimizer)
                                      else optimizer)
         epochs = DEFAULT_EPOCHS_LEAST_SQUARES if cheap else DEFAULT_EPOCHS
-    lr, lr_reason = _learning_rate(lr, optimizer, optimizer_kwargs, saved, built, loss_fn, X, y, batch_size)
-    opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, _saved_optimizer_settings(saved, optimizer))
+    resumed_settings = _saved_optimizer_settings(saved, optimizer)
+    lr, lr_reason = starting_lr(lr, optimizer, optimizer_kwargs, resumed_settings is not None, built, loss_fn, X, y,
+                                batch_size)
+    opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, resumed_settings)
     scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
     scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt)
 
     # validation first: a stopper that monitors val_loss reads what it records
     validation = Validation(loss_fn, X, y, X_val, y_val, metrics) if X_val is not None or metrics else None
     callbacks = [validation] * (validation is not None) + list(callbacks) + [stopper] * (stopper is not None)
-    _check_monitors(callbacks, validation)
+    check_monitors(callbacks, validation)
     for callback in callbacks:
         if not all(hasattr(callback, hook) for hook in ("on_fit_start", "on_epoch_end", "on_fit_end")):
             raise TypeError(f"{type(callback).__name__} is not a callback: it needs on_fit_start, "
@@ -353,7 +355,7 @@ def fit(
         given = {**({} if lr is None else {"lr": lr}), **optimizer_kwargs}
         changes = optimizer_setting_changes(saved["optimizer"]["state"]["param_groups"], given,
                                             scheduler_like is not None, f"resuming {resume_from!r}")
-        if _saved_optimizer_settings(saved, optimizer) is not None:  # the same optimizer goes on: record
+        if resumed_settings is not None:  # the same optimizer goes on: record
             # the settings in effect, the saved ones with this fit's changes
             config["lr"] = saved["config"].get("lr") if lr is None else lr
             config["optimizer_kwargs"] = {**(saved["config"].get("optimizer_kwargs") or {}), **optimizer_kwargs}
@@ -392,38 +394,6 @@ def fit(
     if checkpoint is not None:
         save_checkpoint(checkpoint, final)
     return final
-
-
-def _check_monitors(callbacks: List[Any], validation: Optional[Validation]) -> None:
-    """Refuse a callback that monitors a history entry this fit will not record."""
-    recorded = ["loss", "lr"] + (validation.keys() if validation is not None else [])
-    for callback in callbacks:
-        monitor = getattr(callback, "monitor", None)
-        if isinstance(monitor, str) and monitor not in recorded:
-            hint = " (give validation_data or validation_split)" if monitor.startswith("val_") else ""
-            raise InputError(f"{type(callback).__name__} monitors {monitor!r}, which this fit does not record"
-                             f"{hint}; it records: {', '.join(recorded)}")
-
-
-def _learning_rate(lr: Any, optimizer: Any, optimizer_kwargs: Dict[str, Any], saved: Optional[Dict[str, Any]],
-                   model: nn.Module, loss_fn: Any, X: torch.Tensor, y: torch.Tensor,
-                   batch_size: Optional[int]):
-    """The lr to build the optimizer with (None: the saved or the optimizer's own), and why."""
-    if lr != "auto" and lr is not None:
-        return lr, "given"
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return None, "the optimizer's own"
-    if _saved_optimizer_settings(saved, optimizer) is not None:
-        return None, "the resumed fit's"
-    check_optimizer_settings({**optimizer_kwargs, "lr": 1.0})  # before a range test builds optimizers with them
-
-    def build(params: List[torch.Tensor], rate: float) -> torch.optim.Optimizer:
-        settings = {**optimizer_kwargs, "lr": rate}
-        return build_optimizer(optimizer, params, **settings) if isinstance(optimizer, str) \
-            else optimizer(params, **settings)
-
-    rate, reason = auto_lr(model, loss_fn, optimizer, optimizer_kwargs, X, y, batch_size, build)
-    return rate, f"auto: {reason}"
 
 
 def _saved_model(saved: Dict[str, Any], path: str, model_kwargs: Dict[str, Any]):

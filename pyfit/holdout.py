@@ -11,7 +11,7 @@ metric asked for, ``history[name]`` on the training rows and
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -104,3 +104,14 @@ class Validation(Callback):
                         state.history["val_" + name].append(METRICS[name](self.y_val, pred_val))
         finally:
             model.train(was_training)
+
+
+def check_monitors(callbacks: List[Any], validation: Optional[Validation]) -> None:
+    """Refuse a callback that monitors a history entry this fit will not record."""
+    recorded = ["loss", "lr"] + (validation.keys() if validation is not None else [])
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor not in recorded:
+            hint = " (give validation_data or validation_split)" if monitor.startswith("val_") else ""
+            raise InputError(f"{type(callback).__name__} monitors {monitor!r}, which this fit does not record"
+                             f"{hint}; it records: {', '.join(recorded)}")

@@ -237,6 +237,29 @@ def auto_lr(model: nn.Module, loss_fn: Any, optimizer: Any, settings: dict, X: T
     return found.lr, found.reason
 
 
+def starting_lr(lr: Any, optimizer: Any, optimizer_kwargs: dict, resumed: bool, model: nn.Module, loss_fn: Any,
+                X: Tensor, y: Tensor, batch_size: Optional[int]) -> Tuple[Optional[float], str]:
+    """The lr a fit builds its optimizer with (None: the resumed or the optimizer's own), and why."""
+    from .optimizers import build_optimizer
+    from .validation import check_optimizer_settings
+
+    if lr != "auto" and lr is not None:
+        return lr, "given"
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return None, "the optimizer's own"
+    if resumed:
+        return None, "the resumed fit's"
+    check_optimizer_settings({**optimizer_kwargs, "lr": 1.0})  # before a range test builds optimizers with them
+
+    def build(params: List[Tensor], rate: float) -> Any:
+        settings = {**optimizer_kwargs, "lr": rate}
+        return build_optimizer(optimizer, params, **settings) if isinstance(optimizer, str) \
+            else optimizer(params, **settings)
+
+    rate, reason = auto_lr(model, loss_fn, optimizer, optimizer_kwargs, X, y, batch_size, build)
+    return rate, f"auto: {reason}"
+
+
 def find_lr(model: Any, X: Any, y: Any, *, loss: Any = "mse", optimizer: Any = "sgd",
             batch_size: Optional[int] = None, standardize: bool = False, seed: Optional[int] = None,
             model_kwargs: Optional[dict] = None, loss_kwargs: Optional[dict] = None, start_lr: float = 1e-6,
