@@ -18,6 +18,8 @@ from .callbacks import LRScheduling
 from .checkpoint import Checkpoint
 from .checkpoint import load_checkpoint
 from .checkpoint import save_checkpoint
+from .compare import Comparison
+from .compare import compare
 from .data import Dataset
 from .data import load_data
 from .errors import CheckpointError
@@ -38,6 +40,8 @@ from .optimizers import SGD
 from .optimizers import build_optimizer
 from .plot import plot_fit
 from .plot import plot_loss
+from .plot import plot_losses
+from .plot import plot_predictions
 from .predict import predict
 from .registry import LOSSES
 from .registry import MODELS
@@ -62,8 +66,9 @@ __all__ = [
     "BestParameters",
     "Callback",
     "Checkpoint",
-    "Convergence",
     "CheckpointError",
+    "Comparison",
+    "Convergence",
     "DataError",
     "Dataset",
     "EarlyStopping",
@@ -90,6 +95,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_scheduler",
+    "compare",
     "find_lr",
     "fit",
     "load_checkpoint",
@@ -97,6 +103,8 @@ __all__ = [
     "ops",
     "plot_fit",
     "plot_loss",
+    "plot_losses",
+    "plot_predictions",
     "predict",
     "save_checkpoint",
 ]

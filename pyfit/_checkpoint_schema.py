@@ -128,11 +128,13 @@ def check_restorable(payload: Dict[str, Any], path: str, *, model: nn.Module,
             raise CheckpointError(f"{path!r} does not match this optimizer: param group {k} holds "
                                   f"{len(group['params'])} tensors there, {len(own_group['params'])} here")
         params.update(zip(group["params"], own_group["params"]))
+    # L-BFGS keeps its vectors flattened over all its params, under the first param's index
+    flat = (sum(p.numel() for group in optimizer.param_groups for p in group["params"]),)
     for index, entries in state["state"].items():
         if index not in params or not isinstance(entries, dict):
             raise CheckpointError(f"{path!r} is damaged: optimizer state {index!r} belongs to no parameter")
         shape = tuple(params[index].shape)
         for key, value in entries.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shape:
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) not in (shape, flat):
                 raise CheckpointError(f"{path!r} does not match this optimizer: its {key} for parameter {index} "
                                       f"has shape {tuple(value.shape)}, the parameter {shape}")

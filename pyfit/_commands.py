@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -20,6 +21,7 @@ import torch
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _key_values, parse_value
 
 DEMO_WEIGHT, DEMO_BIAS, DEMO_POINTS = 3.0, 0.8, 50
+_PARAMETERS_IN_SUMMARY = 10  # more than this many numbers are left to --json and checkpoints
 
 # TOML keys (the flags' names, '-' or '_') -> argparse destinations
 _CONFIG_KEYS = {
@@ -175,8 +177,9 @@ def _fit_dtype(saved: Optional[Dict[str, Any]]) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
 
 
-def _parameters(model) -> Optional[Dict[str, List[float]]]:
-    """A small model's parameters by name; a linear or polynomial model's in the data's units."""
+def _parameters(model) -> Dict[str, List[float]]:
+    """Every parameter, flattened (--json gives them all, the summary those of small models); a linear or
+    polynomial model's weight and bias in the data's units."""
     from .scaling import parameters_in_data_units
 
     in_data_units = parameters_in_data_units(model)
@@ -185,8 +188,6 @@ def _parameters(model) -> Optional[Dict[str, List[float]]]:
         params = {"weight": weight, **({} if bias is None else {"bias": bias})}
     else:
         params = {name: p.detach() for name, p in model.named_parameters()}
-    if sum(p.numel() for p in params.values()) > 10:
-        return None
     return {name: [float(v) for v in p.reshape(-1)] for name, p in params.items()}
 
 
@@ -241,8 +242,11 @@ def fit(args, parser) -> int:
     if s["plot"]:
         os.makedirs(s["plot"], exist_ok=True)
         result.plot_loss(os.path.join(s["plot"], "loss.png"))
+        result.plot_predictions(data.X, data.y, os.path.join(s["plot"], "predictions.png"),
+                                target_names=data.target)
         if data.X.shape[1] == 1 and data.y.ndim == 1:
-            result.plot_fit(data.X, data.y, os.path.join(s["plot"], "fit.png"))
+            result.plot_fit(data.X, data.y, os.path.join(s["plot"], "fit.png"), xlabel=data.features[0],
+                            ylabel=data.target[0])
     _report(result, r2, s)
     if result.stop_reason == "interrupted":
         print(f"pyfit fit: interrupted after epoch {result.epochs}"
@@ -255,7 +259,7 @@ def fit(args, parser) -> int:
 
 
 def _report(result, r2: float, s: Dict[str, Any]) -> None:
-    from .scaling import Standardized
+    from .scaling import Standardized, parameters_in_data_units
 
     parameters = _parameters(result.model)
     if s["json"]:
@@ -278,12 +282,15 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
     print(f"epochs       {result.epochs}")
     print(f"stopped      {result.stop_reason}{detail}")
     print(f"lr           {result.lr_chosen:.6g} ({result.lr_reason})")
-    scaled = "standardized" + (" (weight and bias below in the data's units)" if parameters else "")
+    shown = sum(len(values) for values in parameters.values()) <= _PARAMETERS_IN_SUMMARY
+    in_data_units = shown and parameters_in_data_units(result.model) is not None
+    scaled = "standardized" + (" (weight and bias below in the data's units)" if in_data_units else "")
     print(f"features     {scaled if isinstance(result.model, Standardized) else 'as given'}")
     print(f"backend      {result.backend}")
     print(f"wall time    {result.seconds:.3f} s")
-    for name, values in (parameters or {}).items():
-        print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
+    if shown:
+        for name, values in parameters.items():
+            print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
     if s["save"]:
         print(f"checkpoint   {s['save']}")
     for warning in result.warnings:
@@ -348,6 +355,41 @@ def predict(args, parser) -> int:
     finally:
         if args.output:
             out.close()
+    return EXIT_OK
+
+
+def _optimizer_spec(text: str, parser) -> Dict[str, Any]:
+    """``sgd`` or ``adam:lr=0.01,betas=[0.9,0.99]`` as compare's {"name": ..., setting: value}."""
+    name, _, settings = text.partition(":")
+    # commas inside brackets belong to a value (betas=[0.9,0.99])
+    pairs = [pair for pair in re.split(r",(?![^\[]*\])", settings) if pair.strip()]
+    return {"name": name.strip(), **_key_values(pairs, f"--optimizer {text}", parser)}
+
+
+def compare(args, parser) -> int:
+    """Fit the data with each optimizer; the table (or JSON) on stdout, the loss curves saved."""
+    import pyfit
+    from .data import load_data
+
+    specs = [_optimizer_spec(text, parser) for text in args.optimizer]
+    lrs = args.lr
+    if lrs is not None and len(lrs) not in (1, len(specs)):
+        parser.error(f"--lr takes one value or one per optimizer ({len(specs)}), got {len(lrs)}")
+    data = load_data(args.data, args.target, args.features)
+    fit_kwargs = {"batch_size": args.batch_size, "progress": False,
+                  "model_kwargs": _key_values(args.model_arg, "--model-arg", parser)}
+    table = pyfit.compare(args.model, data.X, data.y, specs, lrs=lrs[0] if lrs and len(lrs) == 1 else lrs,
+                          epochs=args.epochs, seed=args.seed, tol=args.tol, loss=args.loss, fit_kwargs=fit_kwargs)
+    table.plot(args.plot)
+    if args.json:
+        print(json.dumps({"model": table.model, "loss": table.loss, "data": data.path, "rows": table.to_dicts(),
+                          "tol": table.tol, "start_loss": _finite(table.start_loss),
+                          "best_loss": _finite(table.best_loss), "plot": args.plot}))
+    else:
+        print(f"{data.X.shape[0]} rows of {data.path}: features {', '.join(data.features)}; "
+              f"target {', '.join(data.target)}")
+        print(table.to_text())
+        print(f"plot: {args.plot}")
     return EXIT_OK
 
 

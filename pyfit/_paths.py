@@ -5,7 +5,8 @@
   data per step, many epochs per call when no callback needs to see each epoch.
   Taken only where it computes what autograd with the same optimizer would.
 * autograd: any model, loss and optimizer, through torch's autograd; pyfit's MSE
-  and SGD still run their fused ops there.
+  and SGD still run their fused ops there. An optimizer that needs a closure
+  (``lbfgs``) gets ``step(closure)``, one per batch.
 
 Both draw minibatch orders from the same generator in the same sequence, record
 an epoch's loss as measured before that epoch's updates, and stop on a
@@ -30,7 +31,7 @@ from . import ops
 from ._fusable import fused_reduction
 from .callbacks import INTERRUPTED, NON_FINITE, FitState
 from .losses import MSELoss, SSELoss
-from .optimizers import SGD
+from .optimizers import SGD, requires_closure
 
 # about this many multiply-adds per fused call keeps Ctrl-C and progress responsive
 _WORK_PER_CALL = 200_000_000
@@ -218,8 +219,47 @@ class Autograd(Runner):
         self.shuffle, self.generator = shuffle, generator
         self.sum_reduction = getattr(loss_fn, "reduction", "mean") == "sum"
         self.work_per_epoch = X.numel()
+        self.needs_closure = requires_closure(optimizer)
         uses_fused_ops = isinstance(loss_fn, (MSELoss, SSELoss)) or isinstance(optimizer, SGD)
         self.name = f"{ops.backend() if uses_fused_ops else 'torch'}:autograd"
+
+    def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(_match_prediction(self.model(xb), yb), yb, model=self.model)
+
+    def _step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> bool:
+        """``optimizer.step``, with the closure when given; False when torch refused the step because a
+        setting times a state value left the float range (Adam at lr=1e38): it diverged, as a non-finite
+        loss does."""
+        try:
+            if closure is None:
+                self.optimizer.step()
+            else:
+                self.optimizer.step(closure)
+        except RuntimeError as error:
+            if "without overflow" not in str(error):
+                raise
+            return False
+        return True
+
+    def _closure_step(self, xb: torch.Tensor, yb: torch.Tensor) -> Optional[torch.Tensor]:
+        """``optimizer.step(closure)``; returns the batch's loss at the parameters the step began from
+        (the closure's first evaluation), as the plain step records it, or None when the step overflowed."""
+        losses: List[torch.Tensor] = []
+
+        def closure() -> torch.Tensor:
+            with torch.enable_grad():  # a step may run under no_grad and not turn it back on
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self._batch_loss(xb, yb)
+                loss.backward()
+            losses.append(loss.detach())
+            return loss
+
+        if not self._step(closure):
+            return None
+        if not losses:
+            raise RuntimeError(f"{type(self.optimizer).__name__} asks for a closure (requires_closure) but its "
+                               "step never called it")
+        return losses[0]
 
     def _epoch(self, interrupted: Callable[[], bool]) -> Optional[float]:
         """One epoch; returns its loss, or None when interrupted part-way."""
@@ -234,11 +274,16 @@ class Autograd(Runner):
             else:
                 rows = order[start:stop].to(self.X.device)
                 xb, yb = self.X[rows], self.y[rows]
-            pred = _match_prediction(self.model(xb), yb)
-            loss = self.loss_fn(pred, yb, model=self.model)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.needs_closure:
+                loss = self._closure_step(xb, yb)
+            else:
+                loss = self._batch_loss(xb, yb)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if not self._step():
+                    loss = None
+            if loss is None:  # the step overflowed
+                return math.inf
             total += loss.detach().double() * (1.0 if self.sum_reduction else (stop - start) / n)
             if interrupted() and stop < n:
                 return None

@@ -1,4 +1,4 @@
-"""The ``pyfit`` command: ``demo``, ``fit``, ``lr-find``, ``predict``, ``plugins`` and ``info``.
+"""The ``pyfit`` command: ``demo``, ``fit``, ``lr-find``, ``predict``, ``compare``, ``plugins`` and ``info``.
 
 Exit status: 0 success, 1 a failed fit or bad data (one message on stderr, no
 traceback; ``PYFIT_DEBUG=1`` shows it), 2 a usage error, 130 an interrupt.
@@ -6,6 +6,7 @@ traceback; ``PYFIT_DEBUG=1`` shows it), 2 a usage error, 130 an interrupt.
     $ pyfit demo --output ./pyfit-demo
     $ pyfit fit points.csv --target y --model polynomial --model-arg degree=3 --lr 0.1 --save fit.pt
     $ pyfit predict fit.pt new-points.csv --output predictions.csv
+    $ pyfit compare points.csv --target y --optimizer sgd sgd:momentum=0.9 adam lbfgs --plot compare.png
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ def _add_fit(commands) -> None:
     fit.add_argument("--config", metavar="FILE.toml", help="settings as TOML, with the flags' names as keys")
     fit.add_argument("--save", metavar="CHECKPOINT", help="save the fit here (also on Ctrl-C)")
     fit.add_argument("--resume", metavar="CHECKPOINT", help="continue this checkpoint's fit up to --epochs")
-    fit.add_argument("--plot", metavar="DIR", help="save loss.png (and fit.png for one feature) here")
+    fit.add_argument("--plot", metavar="DIR",
+                     help="save loss.png and predictions.png (predicted against actual) here, and fit.png "
+                          "for one feature")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
@@ -147,6 +150,34 @@ def _add_predict(commands) -> None:
     predict.add_argument("--features", help="the input columns (default: those the checkpoint was fit on)")
 
 
+def _add_compare(commands) -> None:
+    compare = commands.add_parser(
+        "compare", help="fit the same data with several optimizers and compare them",
+        description="Fit one model with each optimizer from the same seed, print a table (final loss, epochs "
+                    "and seconds to reach --tol, how each stopped; the closed-form least squares for a linear "
+                    "model under mse or sse) and save every loss curve on one plot.")
+    compare.add_argument("data", help="CSV with a header line, .npy 2-D array or .npz")
+    compare.add_argument("--target", required=True, help="the column(s) to predict, comma-separated")
+    compare.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
+    compare.add_argument("--optimizer", nargs="+", default=["sgd", "adam"], metavar="NAME[:KEY=VALUE,...]",
+                         help="optimizers to compare, each with its settings, e.g. sgd sgd:momentum=0.9 "
+                              "lbfgs:lr=1,line_search_fn=strong_wolfe (default: sgd adam)")
+    compare.add_argument("--lr", type=float, nargs="+", metavar="LR",
+                         help="one learning rate for all, or one per optimizer (default: fit's)")
+    compare.add_argument("--model", default="linear", help="registered model name (default linear)")
+    compare.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="a model argument; repeat it")
+    compare.add_argument("--loss", default="mse", help="registered loss name (default mse)")
+    compare.add_argument("--epochs", type=int, default=100, help="epochs per optimizer (default 100)")
+    compare.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the initial parameters, shared (default 0)")
+    compare.add_argument("--tol", type=float, default=0.001,
+                         help="an optimizer reaches TOL when all but TOL of the gap from the start loss to the "
+                              "best loss is closed (0.001)")
+    compare.add_argument("--plot", default="compare.png", metavar="PATH",
+                         help="where the loss curves go (default compare.png)")
+    compare.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyfit`` argument parser, every subcommand with its own ``--help``."""
     from ._version import __version__
@@ -159,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(commands)
     _add_lr_find(commands)
     _add_predict(commands)
+    _add_compare(commands)
     commands.add_parser("plugins", help="list every registered model, loss, optimizer and scheduler",
                         description="Every registry entry with where it comes from, and plugins that failed.")
     commands.add_parser("info", help="versions, the ops backend, threads and devices",

@@ -2,12 +2,17 @@
 
 Every optimizer is a ``torch.optim.Optimizer``, so param groups, torch's LR
 schedulers and ``state_dict`` save/load work as users expect.
+
+An optimizer whose ``step`` must re-evaluate the loss (``lbfgs``) asks ``fit`` for
+a closure: its registry entry carries the ``needs_closure`` flag, or its class sets
+``requires_closure = True`` (the way for a plugin optimizer to ask).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from typing import Any, Iterable, List, Optional
 
 import torch
@@ -16,9 +21,11 @@ from torch.optim.sgd import sgd as torch_sgd  # torch's functional SGD update
 
 from . import ops
 from .registry import OPTIMIZERS
+from .errors import InputError
 from .validation import check_optimizer_settings
 
 FUSED_SGD = "fused_sgd"
+NEEDS_CLOSURE = "needs_closure"  # step(closure) re-evaluates the loss, so fit must pass one
 
 # what pyfit's fused SGD kernel computes exactly as torch.optim.SGD does
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -181,6 +188,49 @@ class RMSprop(_CheckedSettings, torch.optim.RMSprop):
 @OPTIMIZERS.register("adagrad", description="Adagrad (torch.optim.Adagrad)")
 class Adagrad(_CheckedSettings, torch.optim.Adagrad):
     """torch.optim.Adagrad with pyfit's settings checks."""
+
+
+@OPTIMIZERS.register("lbfgs", description="L-BFGS, a quasi-Newton method (torch.optim.LBFGS; one param group)",
+                     flags=(NEEDS_CLOSURE,))
+class LBFGS(_CheckedSettings, torch.optim.LBFGS):
+    """torch.optim.LBFGS with pyfit's settings checks.
+
+    Each ``step(closure)`` runs up to ``max_iter`` iterations, calling the closure
+    up to ``max_eval`` times; ``fit`` passes the closure. Settings torch fails on
+    only inside the first step (a line search other than ``"strong_wolfe"``, a
+    history shorter than 1) are refused here.
+
+    >>> import torch, pyfit
+    >>> p = torch.nn.Parameter(torch.tensor([3.0]))
+    >>> opt = pyfit.build_optimizer("lbfgs", [p], line_search_fn="strong_wolfe")
+    >>> def closure():
+    ...     opt.zero_grad(); loss = ((p - 1) ** 2).sum(); loss.backward(); return loss
+    >>> _ = opt.step(closure); round(p.item(), 4)
+    1.0
+    """
+
+    requires_closure = True
+
+    def __init__(self, params: Iterable[Any], lr: float | Tensor = 1, max_iter: int = 20,
+                 max_eval: Optional[int] = None, tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
+                 history_size: int = 100, line_search_fn: Optional[str] = None):
+        # torch takes these and fails inside the first step: refuse them before the fit starts
+        if line_search_fn not in (None, "strong_wolfe"):
+            raise InputError(f"line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
+        if isinstance(history_size, numbers.Real) and history_size < 1:
+            raise InputError(f"history_size must be >= 1 (the past steps L-BFGS keeps), got {history_size!r}")
+        super().__init__(params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
+                         tolerance_change=tolerance_change, history_size=history_size,
+                         line_search_fn=line_search_fn)
+
+
+def requires_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` needs a closure: declared by its class (``requires_closure = True``),
+    by its registry entry (the ``needs_closure`` flag), or torch's own LBFGS."""
+    if getattr(type(optimizer), "requires_closure", False) is True or isinstance(optimizer, torch.optim.LBFGS):
+        return True
+    entry = OPTIMIZERS.entry_of(optimizer)
+    return entry is not None and NEEDS_CLOSURE in entry.flags
 
 
 def build_optimizer(name: str, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:

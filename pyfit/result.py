@@ -59,15 +59,23 @@ class FitResult:
 
     def plot_loss(self, path: Optional[str] = None, *, log: bool = True):
         """The loss curve as a matplotlib Figure; saved to ``path`` when given."""
-        from .plot import plot_loss
+        from .plot import describe_fit, plot_loss
 
-        return plot_loss(self.history, path=path, log=log)
+        return plot_loss(self.history, path=path, log=log, title=f"Loss: {describe_fit(self)}")
 
-    def plot_fit(self, X: Any, y: Any, path: Optional[str] = None):
+    def plot_fit(self, X: Any, y: Any, path: Optional[str] = None, *, xlabel: str = "x", ylabel: str = "y"):
         """The data and the fitted curve (one input feature); saved to ``path`` when given."""
-        from .plot import plot_fit
+        from .plot import describe_fit, plot_fit
 
-        return plot_fit(self.model, X, y, path=path)
+        return plot_fit(self.model, X, y, path=path, title=f"Fit: {describe_fit(self)}", xlabel=xlabel,
+                        ylabel=ylabel)
+
+    def plot_predictions(self, X: Any, y: Any, path: Optional[str] = None, *, target_names=None):
+        """Predicted against actual values (any number of features); saved to ``path`` when given."""
+        from .plot import describe_fit, plot_predictions
+
+        return plot_predictions(self.model, X, y, path=path, title=f"Predicted against actual: {describe_fit(self)}",
+                                target_names=target_names)
 
     def __repr__(self) -> str:
         return (f"FitResult(epochs={self.epochs}, final_loss={self.final_loss:.6g}, "

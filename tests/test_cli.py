@@ -131,7 +131,7 @@ def test_console_script():
 
 
 # in-process: parsing and usage errors need no fresh interpreter
-@pytest.mark.parametrize("command", ["demo", "fit", "predict", "plugins", "info"])
+@pytest.mark.parametrize("command", ["demo", "fit", "predict", "compare", "plugins", "info"])
 def test_every_subcommand_has_help(command, capsys):
     assert main([command, "--help"]) == 0
     assert "usage: pyfit " + command in capsys.readouterr().out
@@ -283,3 +283,61 @@ def test_lr_takes_auto_and_refuses_other_words(points, capsys):
     assert main(["fit", str(points), "--target", "y", "--lr", "auto", "--epochs", "5", "--quiet"]) == 0
     assert main(["fit", str(points), "--target", "y", "--lr", "fast"]) == 2
     assert "expected a number or 'auto', got 'fast'" in capsys.readouterr().err
+
+
+# -- compare, and what fit's --plot and --json give -------------------------------------------
+
+def test_compare_prints_the_table_and_saves_the_plot(tmp_path, points, capsys):
+    assert main(["compare", str(points), "--target", "y", "--optimizer", "sgd", "sgd:momentum=0.9",
+                 "lbfgs:lr=1,line_search_fn=strong_wolfe", "--lr", "0.5", "--epochs", "80",
+                 "--plot", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"60 rows of {points}: features x, z; target y"
+    assert out[1].split()[:2] == ["optimizer", "settings"]
+    labels = [line.split("  ")[0] for line in out[3:7]]
+    assert labels == ["sgd", "sgd momentum=0.9", "lbfgs", "least squares (closed form)"]
+    assert "line_search_fn=strong_wolfe" in out[5] and "lr=1," in out[5]
+    assert out[-1] == f"plot: {tmp_path / 'c.png'}"
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_compare_json_agrees_with_the_closed_form(tmp_path, points, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(points), "--target", "y", "--features", "x,z", "--optimizer", "adam:betas=[0.8,0.99]",
+                 "lbfgs", "--lr", "0.05", "1", "--epochs", "30", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["plot"] == "compare.png" and (tmp_path / "compare.png").is_file()
+    rows = report["rows"]
+    assert [r["settings"] for r in rows[:2]] == [{"lr": 0.05, "betas": [0.8, 0.99]}, {"lr": 1}]
+    data = np.loadtxt(points, delimiter=",", skiprows=1)
+    design = np.c_[data[:, :2], np.ones(len(data))]
+    residual = design @ np.linalg.lstsq(design, data[:, 2], rcond=None)[0] - data[:, 2]
+    assert rows[-1]["label"] == "least squares (closed form)"
+    assert rows[-1]["final_loss"] == pytest.approx(float((residual ** 2).mean()), rel=1e-6, abs=1e-12)
+    assert report["best_loss"] == min(r["final_loss"] for r in rows)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizer", "sgd:momentum"], "takes KEY=VALUE"),
+    (["--optimizer", "sgd", "adam", "--lr", "0.1", "0.2", "0.3"], "--lr takes one value or one per optimizer (2)"),
+])
+def test_compare_usage_errors(argv, message, points, capsys):
+    assert main(["compare", str(points), "--target", "y", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_unknown_optimizer_fails_with_the_list(points, capsys):
+    assert main(["compare", str(points), "--target", "y", "--optimizer", "sgd", "adamm"]) == 1
+    assert "unknown optimizer 'adamm'. Did you mean 'adam'?" in capsys.readouterr().err
+
+
+def test_fit_plot_saves_predictions_for_several_features_and_json_has_every_parameter(tmp_path, points, capsys):
+    assert main(["fit", str(points), "--target", "y", "--model", "mlp", "--model-arg", "hidden=[8]", "--epochs", "5",
+                 "--json", "--plot", str(tmp_path / "plots")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model = pyfit.MLP(2, hidden=[8])
+    expected = {name: p.numel() for name, p in model.named_parameters()}
+    assert {name: len(values) for name, values in report["parameters"].items()} == expected
+    assert sorted(os.listdir(tmp_path / "plots")) == ["loss.png", "predictions.png"]
+    assert main(["fit", str(points), "--target", "y", "--model", "mlp", "--model-arg", "hidden=[8]",
+                 "--epochs", "5", "--quiet"]) == 0

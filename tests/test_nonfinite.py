@@ -95,3 +95,16 @@ def test_large_finite_losses_whose_sum_overflows_are_not_a_stop(backend):
     result = pyfit.fit(model, X, y, lr=1e-320, epochs=200)
     assert result.backend.endswith("fused-linear")
     assert result.stop_reason == "completed" and result.epochs == 200
+
+
+def test_an_optimizer_step_that_overflows_stops_non_finite_and_changes_nothing():
+    # torch's Adam raises on a step size beyond float32's range instead of producing inf
+    torch.manual_seed(0)
+    X = torch.randn(30, 3)
+    y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    model = pyfit.Linear(3)
+    start = [p.detach().clone() for p in model.parameters()]
+    result = pyfit.fit(model, X, y, optimizer="adam", lr=1e38, epochs=5)
+    assert result.stop_reason == "non_finite" and result.epochs == 0
+    assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start))
+    assert result.optimizer.state_dict()["state"] == {}

@@ -309,3 +309,164 @@ def test_settings_torch_accepts_are_accepted(cls, torch_cls, kw):
 def test_positional_settings_are_taken_as_torch_takes_them(cls, torch_cls, args):
     p = torch.nn.Parameter(torch.ones(2))
     assert cls([p], *args).defaults == torch_cls([p], *args).defaults
+
+
+# -- lbfgs: torch's L-BFGS, driven by fit through a closure -------------------------------------
+
+def _least_squares_problem(rows=40, features=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(rows, features, generator=g, dtype=torch.float64)
+    y = X @ torch.randn(features, generator=g, dtype=torch.float64) + 0.3 \
+        + 0.1 * torch.randn(rows, generator=g, dtype=torch.float64)
+    return X, y
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(line_search_fn="strong_wolfe"), dict(history_size=2, max_iter=5)],
+                         ids=["defaults", "strong_wolfe", "short-history"])
+def test_lbfgs_equals_torch_lbfgs(kw):
+    g = torch.Generator().manual_seed(3)
+    A, b = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    init = torch.randn(4, generator=g, dtype=torch.float64)
+    results = []
+    for cls in (pyfit.OPTIMIZERS["lbfgs"], torch.optim.LBFGS):
+        p = torch.nn.Parameter(init.clone())
+        opt = cls([p], lr=0.5, **kw)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((A @ p - b) ** 2).sum() + (p ** 4).sum()  # not quadratic: the history matters
+            loss.backward()
+            return loss
+
+        losses = [float(opt.step(closure).detach()) for _ in range(4)]
+        results.append((p.detach(), losses, opt.state_dict()))
+    (p1, l1, s1), (p2, l2, s2) = results
+    assert l1 == l2
+    torch.testing.assert_close(p1, p2, rtol=0, atol=0)
+    assert s1["param_groups"] == s2["param_groups"]
+    assert s1["state"][0].keys() == s2["state"][0].keys()
+
+
+def test_lbfgs_fit_reaches_the_least_squares_solution():
+    X, y = _least_squares_problem()
+    result = pyfit.fit("linear", X, y, optimizer="lbfgs", lr=1.0, epochs=5, seed=0)
+    design = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
+    solution = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.squeeze(1)
+    fitted = torch.cat([result.model.weight.detach().reshape(-1), result.model.bias.detach()])
+    torch.testing.assert_close(fitted, solution, rtol=1e-6, atol=1e-6)
+    # the history holds each epoch's loss before its step: the first is the loss at the start
+    with torch.no_grad():
+        start = pyfit.fit("linear", X, y, optimizer="lbfgs", lr=1.0, epochs=1, seed=0).history["loss"][0]
+    assert result.history["loss"][0] == start and result.history["loss"][0] > result.history["loss"][1]
+    residual = design @ solution - y
+    assert result.history["loss"][-1] == pytest.approx(float((residual ** 2).mean()), rel=1e-9)
+    assert result.stop_reason == "completed"
+
+
+def test_lbfgs_minibatch_loss_is_each_batch_loss_before_its_step():
+    X, y = _least_squares_problem(rows=12)
+    model = pyfit.Linear(3).double()
+    first = [p.detach().clone() for p in model.parameters()]
+    result = pyfit.fit(model, X, y, optimizer="lbfgs", lr=0.5, epochs=1, batch_size=12, max_iter=3)
+    with torch.no_grad():
+        expected = float(((X @ first[0].reshape(-1) + first[1] - y) ** 2).mean())
+    assert result.history["loss"] == [pytest.approx(expected, rel=1e-12)]
+
+
+def test_a_plugin_optimizer_that_asks_for_a_closure_gets_one():
+    calls = []
+
+    class ClosureOnly(torch.optim.Optimizer):
+        """Steps against the gradient its own closure computes; a plain step() is an error."""
+
+        requires_closure = True
+
+        def __init__(self, params, lr=0.1):
+            super().__init__(params, {"lr": lr})
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            if closure is None:
+                raise RuntimeError("ClosureOnly needs a closure")
+            with torch.enable_grad():
+                loss = closure()
+            calls.append(float(loss))
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.add_(p.grad, alpha=-group["lr"])
+            return loss
+
+    x = torch.linspace(0, 1, 20)
+    result = pyfit.fit("linear", x, 2 * x + 1, optimizer=ClosureOnly, lr=0.5, epochs=200, seed=0)
+    assert calls == result.history["loss"] and len(calls) == 200
+    assert result.final_loss < 1e-3 and "autograd" in result.backend
+
+
+def test_a_registered_optimizer_with_the_needs_closure_flag_gets_a_closure():
+    from pyfit.optimizers import NEEDS_CLOSURE, requires_closure
+
+    class Strict(torch.optim.SGD):
+        def step(self, closure=None):
+            if closure is None:
+                raise RuntimeError("Strict needs a closure")
+            return super().step(closure)
+
+    pyfit.OPTIMIZERS.register("strict-sgd-for-test", Strict, flags=(NEEDS_CLOSURE,))
+    try:
+        p = torch.nn.Parameter(torch.zeros(1))
+        assert requires_closure(Strict([p], lr=0.1)) and not requires_closure(torch.optim.SGD([p], lr=0.1))
+        x = torch.linspace(0, 1, 10)
+        result = pyfit.fit("linear", x, x, optimizer="strict-sgd-for-test", lr=0.5, epochs=20)
+        assert result.stop_reason == "completed" and result.history["loss"][-1] < result.history["loss"][0]
+    finally:
+        pyfit.OPTIMIZERS.unregister("strict-sgd-for-test")
+
+
+def test_an_optimizer_that_asks_for_a_closure_and_never_calls_it_is_an_error():
+    class Forgetful(torch.optim.SGD):
+        requires_closure = True
+
+        def step(self, closure=None):
+            return None
+
+    with pytest.raises(RuntimeError, match="Forgetful asks for a closure .* never called it"):
+        pyfit.fit("linear", torch.rand(5), torch.rand(5), optimizer=Forgetful, lr=0.1, epochs=2)
+
+
+def test_lbfgs_checkpoint_resumes_exactly(tmp_path):
+    X, y = _least_squares_problem()
+    settings = dict(optimizer="lbfgs", lr=0.1, max_iter=2, seed=0)
+    pyfit.fit("linear", X, y, epochs=3, checkpoint=tmp_path / "a.pt", **settings)
+    resumed = pyfit.fit(None, X, y, epochs=6, resume_from=tmp_path / "a.pt", **settings)
+    straight = pyfit.fit("linear", X, y, epochs=6, **settings)
+    assert resumed.history["loss"] == straight.history["loss"]
+    assert torch.equal(resumed.model.weight, straight.model.weight)
+    loaded = pyfit.load_checkpoint(tmp_path / "a.pt")
+    assert type(loaded.optimizer) is pyfit.OPTIMIZERS["lbfgs"] and loaded.optimizer.defaults["max_iter"] == 2
+
+
+def test_lbfgs_step_that_overflows_stops_the_fit_with_the_last_finite_state():
+    X, y = _least_squares_problem()
+    model = pyfit.Linear(3).double()
+    settings = dict(optimizer="lbfgs", lr=1.0, max_iter=3)
+    good = pyfit.fit(model, X, y, epochs=2, **settings)
+    kept = [p.detach().clone() for p in model.parameters()]
+    kept_state = copy.deepcopy(good.optimizer.state_dict())
+    # go on from there with a step so long that the parameters overflow within the epoch
+    good.optimizer.param_groups[0]["lr"] = 1e308
+    result = pyfit.fit(model, X, y, epochs=3, optimizer=good.optimizer)
+    assert result.stop_reason == "non_finite" and "epoch 1" in result.stop_detail
+    assert result.history["loss"] == []
+    assert all(torch.equal(a, b) for a, b in zip(kept, model.parameters()))
+    assert good.optimizer.state_dict()["state"][0]["n_iter"] == kept_state["state"][0]["n_iter"]
+    torch.testing.assert_close(good.optimizer.state_dict()["state"][0]["d"], kept_state["state"][0]["d"])
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(line_search_fn="armijo"), "line_search_fn must be None or 'strong_wolfe', got 'armijo'"),
+    (dict(history_size=0), "history_size must be >= 1"),
+    (dict(lr=-1.0), "lr must be a number >= 0, got -1.0"),
+])
+def test_lbfgs_settings_torch_would_fail_on_are_refused_when_built(kw, message):
+    with pytest.raises(pyfit.InputError, match=re.escape(message)):
+        pyfit.build_optimizer("lbfgs", [torch.nn.Parameter(torch.ones(1))], **kw)

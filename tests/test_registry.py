@@ -96,10 +96,14 @@ def test_every_optimizer_is_a_torch_optimizer_that_lowers_a_quadratic(name):
     opt = pyfit.build_optimizer(name, [p], lr=0.1)
     assert isinstance(opt, torch.optim.Optimizer)
     start = float((p.detach() ** 2).sum())
-    for _ in range(5):
+    def closure():  # every torch optimizer takes one; those that need it (lbfgs) call it more than once
         opt.zero_grad()
-        (p ** 2).sum().backward()
-        opt.step()
+        loss = (p ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
     assert float((p.detach() ** 2).sum()) < start
     restored = pyfit.build_optimizer(name, [torch.nn.Parameter(p.detach().clone())], lr=0.1)
     restored.load_state_dict(opt.state_dict())
