@@ -180,14 +180,14 @@ def _fit_dtype(saved: Optional[Dict[str, Any]]) -> torch.dtype:
 def _parameters(model) -> Dict[str, List[float]]:
     """Every parameter, flattened (--json gives them all, the summary those of small models); a linear or
     polynomial model's weight and bias in the data's units."""
-    from .scaling import parameters_in_data_units
+    from .scaling import inner_model, parameters_in_data_units
 
     in_data_units = parameters_in_data_units(model)
     if in_data_units is not None:
         weight, bias = in_data_units
         params = {"weight": weight, **({} if bias is None else {"bias": bias})}
-    else:
-        params = {name: p.detach() for name, p in model.named_parameters()}
+    else:  # named as in the model itself, not as inside its standardization
+        params = {name: p.detach() for name, p in inner_model(model).named_parameters()}
     return {name: [float(v) for v in p.reshape(-1)] for name, p in params.items()}
 
 
