@@ -153,11 +153,13 @@ def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Te
     times its lowest or stops being finite.
     """
     from ._paths import _match_prediction as match_prediction
+    from .optimizers import requires_closure
 
     trial = copy.deepcopy(model)
     trial.train()
     params = [p for p in trial.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, start_lr)
+    needs_closure = requires_closure(optimizer)
     n = X.shape[0]
     rows = n if batch_size is None or batch_size >= n else batch_size
     ratio = (end_lr / start_lr) ** (1.0 / max(steps - 1, 1))
@@ -184,7 +186,17 @@ def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Te
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            if needs_closure:  # L-BFGS evaluates the loss again inside its step
+
+                def closure(xb=xb, yb=yb):
+                    optimizer.zero_grad(set_to_none=True)
+                    again = loss_fn(match_prediction(trial(xb), yb), yb, model=trial)
+                    again.backward()
+                    return again
+
+                optimizer.step(closure)
+            else:
+                optimizer.step()
     if not losses:
         return LRFinder([], [], start_lr, f"the loss was not finite even at lr {start_lr:g}; the start lr is "
                                           "returned", title)
@@ -237,6 +249,26 @@ def auto_lr(model: nn.Module, loss_fn: Any, optimizer: Any, settings: dict, X: T
     return found.lr, found.reason
 
 
+def _closure_optimizer_lr(optimizer: Any) -> Optional[float]:
+    """The default lr of an optimizer that needs a closure (a range test steps without one), else None."""
+    import inspect
+
+    from .optimizers import NEEDS_CLOSURE
+    from .registry import OPTIMIZERS
+
+    entry = OPTIMIZERS.entry(optimizer) if isinstance(optimizer, str) else OPTIMIZERS.entry_of(optimizer)
+    factory = entry.obj if entry is not None else optimizer
+    needs = (entry is not None and NEEDS_CLOSURE in entry.flags) or getattr(factory, "requires_closure", False) is True \
+        or (isinstance(factory, type) and issubclass(factory, torch.optim.LBFGS))
+    if not needs:
+        return None
+    try:
+        default = inspect.signature(factory).parameters["lr"].default
+    except (KeyError, TypeError, ValueError):
+        return 1.0
+    return float(default) if isinstance(default, (int, float)) and not isinstance(default, bool) else 1.0
+
+
 def starting_lr(lr: Any, optimizer: Any, optimizer_kwargs: dict, resumed: bool, model: nn.Module, loss_fn: Any,
                 X: Tensor, y: Tensor, batch_size: Optional[int]) -> Tuple[Optional[float], str]:
     """The lr a fit builds its optimizer with (None: the resumed or the optimizer's own), and why."""
@@ -250,6 +282,9 @@ def starting_lr(lr: Any, optimizer: Any, optimizer_kwargs: dict, resumed: bool, 
     if resumed:
         return None, "the resumed fit's"
     check_optimizer_settings({**optimizer_kwargs, "lr": 1.0})  # before a range test builds optimizers with them
+    own = _closure_optimizer_lr(optimizer)
+    if own is not None:
+        return own, "the optimizer's own default: it takes a closure and sizes its steps itself (L-BFGS)"
 
     def build(params: List[Tensor], rate: float) -> Any:
         settings = {**optimizer_kwargs, "lr": rate}

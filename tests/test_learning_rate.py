@@ -89,3 +89,12 @@ def test_range_test_leaves_model_and_random_state_alone_and_plots(seeded, tmp_pa
     path = tmp_path / "lr.png"
     found.plot(str(path))
     assert os.path.getsize(path) > 1000
+
+
+def test_an_optimizer_that_takes_a_closure_keeps_its_own_lr_and_can_be_range_tested(seeded):
+    X = torch.rand(30, 2, generator=seeded)
+    y = X @ torch.tensor([1.0, 2.0]) + 0.01 * torch.randn(30, generator=seeded)
+    result = pyfit.fit("linear", X, y, optimizer="lbfgs", epochs=5, seed=0)
+    assert result.lr_chosen == 1.0 and "closure" in result.lr_reason
+    found = pyfit.find_lr("linear", X, y, optimizer="lbfgs", steps=20, seed=0)
+    assert len(found.lrs) >= 2 and math.isfinite(found.lr)
