@@ -113,7 +113,8 @@ def _settings(args, parser) -> Dict[str, Any]:
         # not lr or the optimizer's settings: the resumed optimizer keeps its own unless a flag changes them
         fallback = {"loss": old.get("loss"), "optimizer": old.get("optimizer"), "scheduler": old.get("scheduler"),
                     "epochs": old.get("epochs"), "batch_size": old.get("batch_size"),
-                    "shuffle": old.get("shuffle"), "seed": old.get("seed"), "target": meta.get("target"),
+                    "shuffle": old.get("shuffle"), "seed": old.get("seed"), "tol": old.get("tol"),
+                    "target": meta.get("target"),
                     "features": meta.get("features"), "early_stopping": meta.get("early_stopping")}
         for dest, value in fallback.items():
             if merged.get(dest) is None:

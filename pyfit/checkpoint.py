@@ -150,7 +150,7 @@ def payload_of(result: Any, metadata: Optional[Dict[str, Any]] = None) -> Dict[s
             "model": names["model"], "loss": names["loss"], "optimizer": names["optimizer"],
             "scheduler": names["scheduler"], "lr": _plain(config.get("lr")), "epochs": config.get("epochs"),
             "batch_size": config.get("batch_size"), "shuffle": bool(config.get("shuffle")),
-            "seed": config.get("seed"), "model_kwargs": _plain(config.get("model_kwargs") or {}),
+            "seed": config.get("seed"), "tol": config.get("tol"), "model_kwargs": _plain(config.get("model_kwargs") or {}),
             "loss_kwargs": _plain(config.get("loss_kwargs") or {}),
             "optimizer_kwargs": _plain(config.get("optimizer_kwargs") or {}),
             "scheduler_kwargs": _plain(config.get("scheduler_kwargs") or {}),

@@ -346,7 +346,7 @@ def fit(
               "loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
               "shuffle": shuffle, "seed": seed, "scheduler": scheduler, "model_kwargs": model_kwargs,
               "loss_kwargs": dict(loss_kwargs or {}), "optimizer_kwargs": dict(optimizer_kwargs),
-              "scheduler_kwargs": scheduler_kwargs}
+              "scheduler_kwargs": scheduler_kwargs, "tol": tol}
     changes: Dict[str, Any] = {}
     if saved is not None:
         check_resume_settings(resume_from, saved["config"], _names_of(config, built, opt, scheduler_like, loss_fn),

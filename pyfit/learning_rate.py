@@ -281,6 +281,8 @@ def starting_lr(lr: Any, optimizer: Any, optimizer_kwargs: dict, resumed: bool, 
         return None, "the optimizer's own"
     if resumed:
         return None, "the resumed fit's"
+    if not any(p.requires_grad for p in model.parameters()):
+        return None, "none: the model has no parameters to fit"  # building the optimizer says so
     check_optimizer_settings({**optimizer_kwargs, "lr": 1.0})  # before a range test builds optimizers with them
     own = _closure_optimizer_lr(optimizer)
     if own is not None:
