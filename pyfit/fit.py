@@ -44,7 +44,7 @@ from .validation import (
     check_seed,
 )
 
-DEFAULT_LR = 0.01  # an optimizer given as a class with lr=None and nothing to run lr="auto" on
+DEFAULT_LR = 0.01  # what an optimizer given by name starts from; lr="auto" (the default) sets its own
 # caps (the fit stops earlier once the loss stops improving, see tol): epochs of least-squares SGD
 # cost one read of the data, an autograd epoch many times that
 DEFAULT_EPOCHS_LEAST_SQUARES, DEFAULT_EPOCHS = 10_000, 1_000
