@@ -7,6 +7,8 @@ torch cannot be imported at build time, pyfit is built as a pure-Python package
 
 import glob
 import os
+import shutil
+import subprocess
 import sys
 
 from setuptools import setup
@@ -32,10 +34,61 @@ def _openmp_flags(torch):
     return ["-fopenmp"], ["-fopenmp"]
 
 
+def _is_cuda_toolkit(path):
+    return bool(path) and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
+
+
+def _toolkit_of_nvcc(nvcc):
+    """The toolkit that the nvcc on the PATH really runs, or None.
+
+    torch guesses CUDA_HOME as the folder above nvcc's, which is wrong when nvcc is
+    a wrapper script (e.g. /usr/local/bin/nvcc exec-ing the real one): the guess
+    then has no CUDA headers. nvcc itself knows where it lives: a dry run prints
+    its own bin folder as ``_HERE_``, wrapper or not.
+    """
+    try:
+        result = subprocess.run([nvcc, "--dryrun", "-E", "-x", "cu", os.devnull],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.startswith("#$ _HERE_="):
+            return os.path.dirname(os.path.normpath(line.split("=", 1)[1].strip()))
+    return None
+
+
+def _set_cuda_home():
+    """Point CUDA_HOME at a toolkit with CUDA headers, before torch guesses one.
+
+    An explicit CUDA_HOME or CUDA_PATH wins (and is checked); else the toolkit of
+    the nvcc on the PATH, following symlinks and asking nvcc itself; else
+    /usr/local/cuda. Returns a warning when no usable toolkit was found.
+    """
+    for variable in ("CUDA_HOME", "CUDA_PATH"):
+        given = os.environ.get(variable)
+        if given:
+            if _is_cuda_toolkit(given):
+                return None
+            return (f"{variable}={given} has no include/cuda_runtime.h; set it to the CUDA "
+                    "toolkit's folder (the one holding bin/nvcc and include/), e.g. "
+                    "/usr/local/cuda")
+    nvcc = shutil.which("nvcc")
+    candidates = []
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+        candidates.append(_toolkit_of_nvcc(nvcc))
+    candidates.append("/usr/local/cuda")
+    for candidate in candidates:
+        if _is_cuda_toolkit(candidate):
+            os.environ["CUDA_HOME"] = candidate
+            return None
+    return ("no CUDA toolkit with include/cuda_runtime.h was found (nvcc on the PATH: "
+            f"{nvcc}); set CUDA_HOME to the toolkit's folder, e.g. CUDA_HOME=/usr/local/cuda")
+
+
 def _extensions():
     try:
         import torch
-        from torch.utils import cpp_extension
     except ImportError as error:
         _warn(
             f"torch is not importable at build time ({error}); building pyfit without its "
@@ -43,17 +96,21 @@ def _extensions():
             "torch first, then reinstall pyfit to get them."
         )
         return [], {}
+    toolkit_problem = None
+    if torch.version.cuda is not None and os.environ.get("PYFIT_NO_CUDA") != "1":
+        toolkit_problem = _set_cuda_home()  # before cpp_extension reads CUDA_HOME
+    from torch.utils import cpp_extension
 
     cxx_omp, link_omp = _openmp_flags(torch)
     cxx = ["-O3", *cxx_omp]
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     # CUDA kernels are built when this torch was built with CUDA and a toolkit is
     # present; whether a GPU is visible right now does not matter.
-    with_cuda = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
-    if torch.version.cuda is not None and not with_cuda:
-        _warn("torch has CUDA but no CUDA toolkit (CUDA_HOME) was found: building CPU ops only.")
-    if os.environ.get("PYFIT_NO_CUDA") == "1":
-        with_cuda = False
+    with_cuda = (torch.version.cuda is not None and toolkit_problem is None
+                 and os.environ.get("PYFIT_NO_CUDA") != "1")
+    if toolkit_problem is not None:
+        _warn(f"torch has CUDA {torch.version.cuda}, but {toolkit_problem}. Building the CPU "
+              "ops only; set PYFIT_NO_CUDA=1 to silence this.")
     kwargs = dict(
         name="pyfit._C",
         sources=sources,

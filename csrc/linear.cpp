@@ -1,65 +1,11 @@
 // Fused SGD steps of a linear model y ≈ X @ weight.T + bias under the squared error:
 // one read of X per step (linear_kernel.h), then the small update, checked for
 // finiteness; linear_fit_ runs the whole epoch loop here.
+#include "arguments.h"
 #include "linear_kernel.h"
 
 namespace pyfit {
 namespace {
-
-// Contiguous working tensors for one call; the originals get the results copied
-// back at the end when they were not contiguous themselves.
-struct LinearArgs {
-  at::Tensor X, y, weight, bias, weight_buf, bias_buf;
-  int64_t N, K, D;
-};
-
-LinearArgs prepare(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                   const std::optional<at::Tensor>& bias,
-                   const std::optional<at::Tensor>& weight_buf,
-                   const std::optional<at::Tensor>& bias_buf, double momentum,
-                   int64_t reduction) {
-  check_reduction(reduction);
-  check_cpu(X, "X");
-  check_floating(X, "X");
-  TORCH_CHECK(X.dim() == 2, "X must be 2-D (N, D), got shape ", X.sizes());
-  TORCH_CHECK(weight.dim() == 2, "weight must be 2-D (K, D), got shape ", weight.sizes());
-  check_like(weight, "weight", X, "X");
-  check_like(y, "y", X, "X");
-  const int64_t N = X.size(0), D = X.size(1), K = weight.size(0);
-  TORCH_CHECK(weight.size(1) == D, "weight must have shape (K, ", D, ") for X of shape ",
-              X.sizes(), ", got ", weight.sizes());
-  check_shape(y, "y", {N, K});
-  LinearArgs a{X.contiguous(), y.contiguous(), weight.contiguous(), {}, {}, {}, N, K, D};
-  if (bias.has_value()) {
-    check_like(*bias, "bias", X, "X");
-    check_shape(*bias, "bias", {K});
-    a.bias = bias->contiguous();
-  }
-  if (momentum != 0) {
-    TORCH_CHECK(weight_buf.has_value(), "with momentum ", momentum,
-                ", weight_buf (shaped like weight) is required, got None");
-    check_like(*weight_buf, "weight_buf", X, "X");
-    check_shape(*weight_buf, "weight_buf", {K, D});
-    a.weight_buf = weight_buf->contiguous();
-    if (bias.has_value()) {
-      TORCH_CHECK(bias_buf.has_value(), "with momentum ", momentum,
-                  " and a bias, bias_buf (shaped like bias) is required, got None");
-      check_like(*bias_buf, "bias_buf", X, "X");
-      check_shape(*bias_buf, "bias_buf", {K});
-      a.bias_buf = bias_buf->contiguous();
-    }
-  }
-  return a;
-}
-
-void write_back(const LinearArgs& a, const at::Tensor& weight,
-                const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& weight_buf,
-                const std::optional<at::Tensor>& bias_buf) {
-  if (!a.weight.is_same(weight)) weight.copy_(a.weight);
-  if (a.bias.defined() && !a.bias.is_same(*bias)) bias->copy_(a.bias);
-  if (a.weight_buf.defined() && !a.weight_buf.is_same(*weight_buf)) weight_buf->copy_(a.weight_buf);
-  if (a.bias_buf.defined() && !a.bias_buf.is_same(*bias_buf)) bias_buf->copy_(a.bias_buf);
-}
 
 template <typename scalar_t>
 bool all_finite(const scalar_t* v, int64_t n) {
@@ -133,7 +79,8 @@ at::Tensor linear_step_cpu(const at::Tensor& X, const at::Tensor& y, const at::T
                            const std::optional<at::Tensor>& bias_buf, double lr, double momentum,
                            double dampening, bool nesterov, double weight_decay, bool maximize,
                            bool first_step, int64_t reduction) {
-  const LinearArgs a = prepare(X, y, weight, bias, weight_buf, bias_buf, momentum, reduction);
+  const LinearArgs a = prepare_linear(X, y, weight, bias, weight_buf, bias_buf, momentum,
+                                      reduction, c10::DeviceType::CPU);
   const SgdCoefficients c{lr, momentum, dampening, weight_decay, nesterov, maximize};
   at::Tensor loss = at::empty({}, X.options());
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "linear_step_cpu", [&] {
@@ -141,7 +88,7 @@ at::Tensor linear_step_cpu(const at::Tensor& X, const at::Tensor& y, const at::T
     loss.fill_(stepper.step(a.X.const_data_ptr<scalar_t>(), a.y.const_data_ptr<scalar_t>(),
                             nullptr, a.N, c, first_step, reduction));
   });
-  write_back(a, weight, bias, weight_buf, bias_buf);
+  write_back_linear(a, weight, bias, weight_buf, bias_buf);
   return loss;
 }
 
@@ -152,27 +99,13 @@ at::Tensor linear_fit_cpu(const at::Tensor& X, const at::Tensor& y, const at::Te
                           const std::optional<at::Tensor>& order_in, int64_t batch_size,
                           double momentum, double dampening, bool nesterov, double weight_decay,
                           bool maximize, bool first_step, int64_t reduction) {
-  const LinearArgs a = prepare(X, y, weight, bias, weight_buf, bias_buf, momentum, reduction);
-  TORCH_CHECK(lrs_in.dim() == 1 && lrs_in.scalar_type() == at::kDouble && lrs_in.is_cpu(),
-              "lrs must be a 1-D float64 CPU tensor (one learning rate per epoch), got ",
-              lrs_in.dim(), "-D ", lrs_in.scalar_type(), " on ", lrs_in.device());
-  const at::Tensor lrs = lrs_in.contiguous();
+  const LinearArgs a = prepare_linear(X, y, weight, bias, weight_buf, bias_buf, momentum,
+                                      reduction, c10::DeviceType::CPU);
+  const at::Tensor lrs = prepare_lrs(lrs_in);
   const int64_t epochs = lrs.numel(), n = a.N;
   TORCH_CHECK(n > 0 || epochs == 0, "linear_fit_ needs at least one row, got X of shape ",
               X.sizes());
-  at::Tensor order;
-  if (order_in.has_value()) {
-    check_cpu(*order_in, "order");
-    TORCH_CHECK(order_in->scalar_type() == at::kLong, "order must be int64, got ",
-                order_in->scalar_type());
-    check_shape(*order_in, "order", {epochs, n});
-    order = order_in->contiguous();
-    if (order.numel() > 0) {
-      const int64_t lo = order.min().item<int64_t>(), hi = order.max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < n, "order must hold row indices in [0, ", n, "), got values in [",
-                  lo, ", ", hi, "]");
-    }
-  }
+  const at::Tensor order = prepare_order(order_in, epochs, n, X.device());
   const int64_t batch = batch_size <= 0 ? n : std::min(batch_size, n);
   at::Tensor losses = at::full({epochs}, std::numeric_limits<double>::quiet_NaN(), X.options());
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "linear_fit_cpu", [&] {
@@ -205,7 +138,7 @@ at::Tensor linear_fit_cpu(const at::Tensor& X, const at::Tensor& y, const at::Te
       out[e] = static_cast<scalar_t>(total);
     }
   });
-  write_back(a, weight, bias, weight_buf, bias_buf);
+  write_back_linear(a, weight, bias, weight_buf, bias_buf);
   return losses;
 }
 

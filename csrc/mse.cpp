@@ -1,4 +1,5 @@
 // Squared error: one pass over pred and target gives the loss and d(loss)/d(pred).
+#include "arguments.h"
 #include "pyfit.h"
 
 #include <deque>
@@ -72,14 +73,7 @@ at::Tensor gradient_buffer(const at::Tensor& like) {
 std::tuple<at::Tensor, at::Tensor> mse_loss_fwd_cpu(const at::Tensor& pred_in,
                                                     const at::Tensor& target_in,
                                                     int64_t reduction) {
-  check_reduction(reduction);
-  check_cpu(pred_in, "pred");
-  check_floating(pred_in, "pred");
-  check_like(target_in, "target", pred_in, "pred");
-  TORCH_CHECK(target_in.sizes() == pred_in.sizes(), "target must have pred's shape ",
-              pred_in.sizes(), ", got ", target_in.sizes());
-  const at::Tensor pred = pred_in.contiguous();
-  const at::Tensor target = target_in.contiguous();
+  const auto [pred, target] = prepare_mse(pred_in, target_in, reduction, c10::DeviceType::CPU);
   const int64_t n = pred.numel();
   at::Tensor grad = gradient_buffer(pred);
   at::Tensor loss = at::empty({}, pred.options());

@@ -29,27 +29,15 @@ inline void check_reduction(int64_t reduction) {
               "reduction must be 0 (mean) or 1 (sum), got ", reduction);
 }
 
+// The ops compute in float32 and float64 only, on the CPU and on CUDA alike.
 inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
               name, " must be float32 or float64, got ", t.scalar_type());
 }
 
-inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref,
-                       const char* ref_name) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have ", ref_name,
-              "'s dtype ", ref.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), name, " must be on ", ref_name, "'s device ",
-              ref.device(), ", got ", t.device());
-}
-
 inline void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes() == expected, name, " must have shape ", expected, ", got ",
               t.sizes());
-}
-
-inline void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor for this kernel, got ",
-              t.device());
 }
 
 // SGD on one element (or one vector of elements: V is scalar_t or

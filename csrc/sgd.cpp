@@ -1,5 +1,6 @@
 // Fused SGD: every param of one step in a single parallel region over the
 // concatenation of their elements, with torch.optim.SGD's semantics.
+#include "arguments.h"
 #include "pyfit.h"
 
 #include <algorithm>
@@ -99,44 +100,21 @@ void sgd_update_cpu(at::TensorList params, at::TensorList grads,
                     at::TensorList momentum_buffers, const c10::List<bool>& first_step, double lr,
                     double momentum, double dampening, bool nesterov, double weight_decay,
                     bool maximize, bool zero_grads) {
-  const size_t count = params.size();
-  const bool use_buf = momentum != 0;
-  TORCH_CHECK(grads.size() == count, "sgd_update_ takes one grad per param: expected ", count,
-              " grads, got ", grads.size());
-  TORCH_CHECK(!use_buf || momentum_buffers.size() == count,
-              "with momentum, sgd_update_ takes one buffer per param: expected ", count,
-              " buffers, got ", momentum_buffers.size());
-  TORCH_CHECK(first_step.size() == count, "sgd_update_ takes one first_step flag per param: ",
-              "expected ", count, ", got ", first_step.size());
-  const SgdCoefficients coeffs{lr, momentum, dampening, weight_decay, nesterov, maximize};
-
   // Non-contiguous tensors are updated through contiguous copies that are written
   // back afterwards, so callers still see their own tensors change in place.
-  std::vector<at::Tensor> work_p(count), work_g(count), work_b(count);
+  const SgdArgs work = prepare_sgd(params, grads, momentum_buffers, first_step, momentum,
+                                   zero_grads, c10::DeviceType::CPU);
+  const SgdCoefficients coeffs{lr, momentum, dampening, weight_decay, nesterov, maximize};
+  const size_t count = params.size();
+  const bool use_buf = momentum != 0;
   std::vector<Segment> segments;
   std::vector<int64_t> offsets{0};
   segments.reserve(count);
   for (size_t i = 0; i < count; ++i) {
-    const at::Tensor& p = params[i];
-    const at::Tensor& g = grads[i];
-    check_cpu(p, "params[i]");
-    check_floating(p, "params[i]");
-    check_like(g, "grads[i]", p, "params[i]");
-    TORCH_CHECK(g.sizes() == p.sizes(), "grads[", i, "] must have params[", i, "]'s shape ",
-                p.sizes(), ", got ", g.sizes());
-    work_p[i] = p.contiguous();
-    work_g[i] = g.contiguous();
-    if (use_buf) {
-      const at::Tensor& b = momentum_buffers[i];
-      check_like(b, "momentum_buffers[i]", p, "params[i]");
-      TORCH_CHECK(b.sizes() == p.sizes(), "momentum_buffers[", i, "] must have params[", i,
-                  "]'s shape ", p.sizes(), ", got ", b.sizes());
-      work_b[i] = b.contiguous();
-    }
-    segments.push_back(Segment{work_p[i].data_ptr(), work_g[i].data_ptr(),
-                               use_buf ? work_b[i].data_ptr() : nullptr, p.numel(),
-                               p.scalar_type(), first_step.get(i)});
-    offsets.push_back(offsets.back() + p.numel());
+    segments.push_back(Segment{work.params[i].data_ptr(), work.grads[i].data_ptr(),
+                               use_buf ? work.buffers[i].data_ptr() : nullptr,
+                               params[i].numel(), params[i].scalar_type(), first_step.get(i)});
+    offsets.push_back(offsets.back() + params[i].numel());
   }
   const int64_t total = offsets.back();
 
@@ -155,12 +133,7 @@ void sgd_update_cpu(at::TensorList params, at::TensorList grads,
       pos = stop;
     }
   });
-
-  for (size_t i = 0; i < count; ++i) {
-    if (!work_p[i].is_same(params[i])) params[i].copy_(work_p[i]);
-    if (use_buf && !work_b[i].is_same(momentum_buffers[i])) momentum_buffers[i].copy_(work_b[i]);
-    if (zero_grads && !work_g[i].is_same(grads[i])) grads[i].zero_();
-  }
+  write_back_sgd(work, params, grads, momentum_buffers, zero_grads);
 }
 
 }  // namespace

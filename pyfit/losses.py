@@ -44,6 +44,15 @@ class Loss:
         return f"{type(self).__name__}()"
 
 
+def _squared_error(pred: Tensor, target: Tensor, reduction: str) -> Tensor:
+    # The fused op computes in float32 and float64; other dtypes (half precision,
+    # mixed ones) take torch's own loss. A shape mismatch goes to the op, which names
+    # it, rather than to F.mse_loss, which would broadcast.
+    if ops.supports(pred, target) or pred.shape != target.shape:
+        return ops.mse_loss(pred, target, reduction)
+    return F.mse_loss(pred, target, reduction=reduction)
+
+
 @LOSSES.register("mse", description="mean squared error (fused forward and backward)")
 class MSELoss(Loss):
     """Mean of squared residuals.
@@ -56,7 +65,7 @@ class MSELoss(Loss):
     fused_reduction = "mean"
 
     def __call__(self, pred, target, *, model=None):
-        return ops.mse_loss(pred, target, "mean")
+        return _squared_error(pred, target, "mean")
 
 
 @LOSSES.register("sse", description="sum of squared errors")
@@ -71,7 +80,7 @@ class SSELoss(Loss):
     reduction = fused_reduction = "sum"
 
     def __call__(self, pred, target, *, model=None):
-        return ops.mse_loss(pred, target, "sum")
+        return _squared_error(pred, target, "sum")
 
 
 @LOSSES.register("mae", description="mean absolute error")

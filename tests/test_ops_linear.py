@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from pyfit.ops import _extension, _reference
 
@@ -81,6 +81,10 @@ def test_fit_matches_reference(problem, h, batch_size, shuffled):
     args = (lrs, order, batch_size or 0, *_hyper_args(h), True, h["reduction"])
     losses = ops.linear_fit_(X, y, *mine, *args)
     ref_losses = _reference.linear_fit_(X, y, *ref, *args)
+    # A diverging fit (batch 1 at high lr and momentum) runs to overflow, and the step
+    # where it overflows depends on rounding: compare fits whose reference stays well
+    # in range; test_non_finite_stops_and_keeps_last_finite_params checks the stop itself.
+    assume(bool((ref_losses.abs() < 1e30).all()))
     torch.testing.assert_close(losses, ref_losses, **TOL[X.dtype])
     _assert_state_close(mine, ref)
 

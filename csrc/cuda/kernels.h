@@ -10,7 +10,8 @@
 namespace pyfit {
 namespace cuda {
 
-enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
+// The ops take float32 and float64, as on the CPU.
+enum class DType : int { Float32 = 0, Float64 = 1 };
 
 // Doubles of workspace that mse_loss_fwd needs for n elements.
 int64_t mse_workspace_size(int64_t n);
@@ -20,12 +21,14 @@ cudaError_t mse_loss_fwd(DType dtype, const void* pred, const void* target, void
                          void* loss, int64_t n, int reduction, double* workspace,
                          cudaStream_t stream);
 
-// One tensor of a fused SGD step; an array of these lives in device memory.
-struct SgdSegment {
+// A run of at most kSgdChunk elements of one tensor of a fused SGD step, as
+// pointers to its first element; an array of these lives in device memory and a
+// block updates one chunk at a time, so no thread has to search for its tensor.
+constexpr int64_t kSgdChunk = 16384;
+struct SgdChunk {
   void* param;
   void* grad;
   void* buf;  // nullptr without momentum
-  int64_t offset;  // start of this tensor in the concatenated element space
   int64_t numel;
   int first;  // buffer holds no history yet
 };
@@ -33,13 +36,16 @@ struct SgdHyper {
   double lr, momentum, dampening, weight_decay;
   int nesterov, maximize, zero_grads;
 };
-// All segments (device array, sorted by offset) share dtype; total elements = total.
-// Half and bfloat16 compute in float.
-cudaError_t sgd_update(DType dtype, const SgdSegment* segments, int64_t count, int64_t total,
-                       SgdHyper hyper, cudaStream_t stream);
+// All chunks (a device array of count) share dtype.
+cudaError_t sgd_update(DType dtype, const SgdChunk* chunks, int64_t count, SgdHyper hyper,
+                       cudaStream_t stream);
 
 // Linear least squares, one step on a batch (rows: device int64 indices or nullptr).
-// partials: linear_partials_size(n, K, D) doubles; state: device LinearFitState.
+// partials: linear_partials_size(n, K, D) doubles, bounded by about 32 MB or two
+// copies of the parameters, whichever is larger; state: device LinearFitState.
+// K (outputs) must be at most kLinearMaxOutputs: a tile of residuals, at least one
+// row of K doubles, lives in a block's 48 KiB of shared memory.
+constexpr int64_t kLinearMaxOutputs = 6144;
 struct LinearFitState {
   double epoch_total;  // loss of the epoch so far
   int stopped;         // a non-finite loss or update was met
@@ -49,7 +55,8 @@ int64_t linear_partials_size(int64_t n, int64_t K, int64_t D);
 // loss or an updated param is not finite (then restores them and stops), adds the
 // loss times share into state->epoch_total, writes the step loss to *step_loss and,
 // when end_of_epoch, the epoch loss to *epoch_loss. Does nothing once state->stopped.
-// scratch: 2 * (K*D + K) * 2 elements of dtype for the saved params and buffers.
+// scratch: 2 * (K*D + K) elements of dtype for the saved params and buffers.
+// The update is not launched when the launch of the partial sums failed.
 cudaError_t linear_step(DType dtype, const void* X, const void* y, const int64_t* rows,
                         int64_t n, int64_t K, int64_t D, void* weight, void* bias,
                         void* weight_buf, void* bias_buf, SgdHyper hyper, int first,

@@ -10,11 +10,18 @@ namespace cuda {
 namespace {
 
 constexpr int64_t kMaxBlocks = 256;
-constexpr int64_t kSharedDoubles = 6144;  // 48 KiB of residuals per tile
+constexpr int64_t kSharedDoubles = kLinearMaxOutputs;  // 48 KiB of residuals per tile
+// Per-block partials together stay under this many doubles (32 MB) unless one
+// block's partials (one parameter set) alone is larger.
+constexpr int64_t kMaxPartialDoubles = int64_t(1) << 22;
 
-int64_t blocks_for(int64_t n) {
-  const int64_t b = (n + 1023) / 1024;
-  return b < 1 ? 1 : (b > kMaxBlocks ? kMaxBlocks : b);
+// Blocks for n rows and P = 1 + K + K*D partial sums: about one per 1024 rows, at
+// most kMaxBlocks, and few enough that their partials stay bounded.
+int64_t blocks_for(int64_t n, int64_t P) {
+  int64_t b = (n + 1023) / 1024;
+  if (b > kMaxBlocks) b = kMaxBlocks;
+  if (b > kMaxPartialDoubles / P) b = kMaxPartialDoubles / P;
+  return b < 1 ? 1 : b;
 }
 
 template <typename T>
@@ -140,12 +147,15 @@ cudaError_t launch(const T* X, const T* y, const int64_t* rows, int64_t n, int64
                    int first, int reduction, double share, int end_of_epoch, double* partials,
                    T* saved, LinearFitState* state, T* step_loss, T* epoch_loss,
                    cudaStream_t stream) {
-  const int64_t blocks = blocks_for(n);
+  if (K > kLinearMaxOutputs) return cudaErrorInvalidValue;  // the bindings refuse it first
+  const int64_t blocks = blocks_for(n, 1 + K + K * D);
   int64_t tile = K > 0 ? kSharedDoubles / K : 64;
   tile = tile > 64 ? 64 : (tile < 1 ? 1 : tile);
-  if (K > kSharedDoubles) return cudaErrorInvalidValue;  // more outputs than a tile holds
   linear_partials<T><<<blocks, kThreads, tile * (K > 0 ? K : 1) * sizeof(double), stream>>>(
       X, y, rows, n, K, D, weight, bias, tile, state, partials);
+  // an update from partials that were never summed would corrupt the params
+  const cudaError_t partials_launch = cudaGetLastError();
+  if (partials_launch != cudaSuccess) return partials_launch;
   linear_update<T><<<1, kThreads, 0, stream>>>(blocks, n, K, D, weight, bias, weight_buf,
                                                bias_buf, h, first, reduction, share,
                                                end_of_epoch, partials, saved, state, step_loss,
@@ -156,7 +166,8 @@ cudaError_t launch(const T* X, const T* y, const int64_t* rows, int64_t n, int64
 }  // namespace
 
 int64_t linear_partials_size(int64_t n, int64_t K, int64_t D) {
-  return (blocks_for(n) + 1) * (1 + K + K * D);
+  const int64_t P = 1 + K + K * D;
+  return (blocks_for(n, P) + 1) * P;
 }
 
 cudaError_t linear_step(DType dtype, const void* X, const void* y, const int64_t* rows,

@@ -2,16 +2,21 @@
 
 Every function here has one signature whichever backend runs it; ``backend()``
 says which one does. The reference lives in ``pyfit.ops._reference`` and is the
-oracle of the parity tests.
+oracle of the parity tests. Every backend takes the same arguments and refuses the
+same ones with an ``InputError`` (``_checks``) before any tensor is written; the ops
+compute in ``SUPPORTED_DTYPES`` (float32, float64) only.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from ..errors import InputError
+
+from . import _checks
 from ._backend import (
     BackendUnavailableError,
     backend,
@@ -19,11 +24,13 @@ from ._backend import (
     implementation,
     set_backend,
 )
+from ._checks import SUPPORTED_DTYPES, supports
 
 _REDUCTIONS = {"mean": 0, "sum": 1}
 
 __all__ = [
     "BackendUnavailableError",
+    "SUPPORTED_DTYPES",
     "backend",
     "backend_reason",
     "linear_fit_",
@@ -31,6 +38,7 @@ __all__ = [
     "mse_loss",
     "set_backend",
     "sgd_update_",
+    "supports",
 ]
 
 
@@ -43,20 +51,40 @@ def _reduction_code(reduction: str) -> int:
         ) from None
 
 
+def _run(name: str, check: Callable[[], None], *args):
+    """Run op ``name`` on the active backend; ``check`` refuses bad arguments.
+
+    The compiled kernels check every argument themselves before they write anything,
+    so they run first and ``check`` runs only when they refuse, to name the problem
+    as an InputError: no cost per call on the hot path. The reference checks nothing
+    and writes as it goes, so ``check`` runs before it.
+    """
+    ops = implementation()
+    if backend() == "python":
+        check()
+        return getattr(ops, name)(*args)
+    try:
+        return getattr(ops, name)(*args)
+    except RuntimeError:
+        try:
+            check()
+        except InputError as refusal:
+            raise refusal from None
+        raise
+
+
 def mse_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean (or summed) squared error, forward and backward computed in one pass.
 
-    pred and target must have the same shape. Differentiable in both.
+    pred and target must have the same shape, device and dtype (float32 or
+    float64). Differentiable in both.
 
     >>> import torch, pyfit
     >>> pyfit.ops.mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
     tensor(2.)
     """
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"Shape mismatch: pred has shape {tuple(pred.shape)}, target {tuple(target.shape)}"
-        )
-    return implementation().mse_loss(pred, target, _reduction_code(reduction))
+    code = _reduction_code(reduction)
+    return _run("mse_loss", lambda: _checks.check_mse(pred, target), pred, target, code)
 
 
 def sgd_update_(
@@ -102,7 +130,7 @@ def sgd_update_(
         if momentum != 0:
             buf = new_buffers[i]
             first_step.append(buf is None)
-            if buf is None:
+            if buf is None:  # a new tensor: no state of the caller's changes here
                 buf = torch.empty_like(param, memory_format=torch.preserve_format)
                 new_buffers[i] = buf
             live_buffers.append(buf)
@@ -110,7 +138,9 @@ def sgd_update_(
             first_step.append(False)
     if live_params:
         with torch.no_grad():
-            implementation().sgd_update_(
+            _run(
+                "sgd_update_",
+                lambda: _checks.check_sgd(live_params, live_grads, live_buffers, zero_grads),
                 live_params, live_grads, live_buffers, first_step, float(lr), float(momentum),
                 float(dampening), bool(nesterov), float(weight_decay), bool(maximize),
                 bool(zero_grads),
@@ -148,11 +178,14 @@ def linear_step_(
     >>> pyfit.ops.linear_step_(X, y, w, b, lr=0.1)
     tensor(10.)
     """
+    code = _reduction_code(reduction)
     with torch.no_grad():
-        return implementation().linear_step_(
+        return _run(
+            "linear_step_",
+            lambda: _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum),
             X, y, weight, bias, weight_buf, bias_buf, float(lr), float(momentum),
             float(dampening), bool(nesterov), float(weight_decay), bool(maximize),
-            bool(first_step), _reduction_code(reduction),
+            bool(first_step), code,
         )
 
 
@@ -190,10 +223,17 @@ def linear_fit_(
     (3.0, 0.8)
     """
     lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1).cpu()
+    code = _reduction_code(reduction)
+
+    def check() -> None:
+        _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
+        _checks.check_fit_schedule(X, lrs, order)
+        _checks.check_order_values(order, X.shape[0])
+
     with torch.no_grad():
-        return implementation().linear_fit_(
+        return _run(
+            "linear_fit_", check,
             X, y, weight, bias, weight_buf, bias_buf, lrs, order,
             0 if batch_size is None else int(batch_size), float(momentum), float(dampening),
-            bool(nesterov), float(weight_decay), bool(maximize), bool(first_step),
-            _reduction_code(reduction),
+            bool(nesterov), float(weight_decay), bool(maximize), bool(first_step), code,
         )

@@ -18,6 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from . import _checks
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _OPS = ("mse_loss_fwd", "sgd_update_", "linear_step_", "linear_fit_")
 _registered = False
@@ -79,45 +81,64 @@ def _register_python_parts() -> None:
     if _registered:
         return
 
+    # The fake kernels check what the compiled kernels check, so that torch.compile,
+    # and tensors of mixed devices that reach them (a meta tensor among CPU ones),
+    # get the same errors instead of empty results.
     @torch.library.register_fake("pyfit::mse_loss_fwd")
     def _(pred: Tensor, target: Tensor, reduction: int) -> Tuple[Tensor, Tensor]:
-        torch._check(pred.shape == target.shape,
-                     lambda: f"target must have pred's shape {pred.shape}, got {target.shape}")
+        _checks.check_mse(pred, target)
         return pred.new_empty(()), torch.empty_like(pred, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake("pyfit::sgd_update_")
     def _(params, grads, momentum_buffers, first_step, lr, momentum, dampening, nesterov,
           weight_decay, maximize, zero_grads) -> None:
+        _checks.check_sgd_counts(params, grads, momentum_buffers, first_step, momentum)
+        _checks.check_sgd(params, grads, momentum_buffers if momentum != 0 else [], zero_grads)
         return None
 
     @torch.library.register_fake("pyfit::linear_step_")
     def _(X, y, weight, bias, weight_buf, bias_buf, lr, momentum, dampening, nesterov,
           weight_decay, maximize, first_step, reduction) -> Tensor:
+        _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
         return X.new_empty(())
 
     @torch.library.register_fake("pyfit::linear_fit_")
     def _(X, y, weight, bias, weight_buf, bias_buf, lrs, order, batch_size, momentum,
           dampening, nesterov, weight_decay, maximize, first_step, reduction) -> Tensor:
+        _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
+        _checks.check_fit_schedule(X, lrs, order)
         return X.new_empty((lrs.shape[0],))
 
     def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(output[1])
+        pred, target, reduction = inputs
+        # pred and target (as F.mse_loss keeps them) recompute the gradient for any
+        # backward after the forward's own gradient was handed to autograd
+        ctx.save_for_backward(pred, target)
+        ctx.scale = 2.0 / max(pred.numel(), 1) if reduction == 0 else 2.0
+        # detached: the output's autograd history would make ctx -> grad -> node a cycle
+        ctx.forward_grad = output[1].detach()
         # nothing flows back through the gradient output; without this autograd would
         # fill a tensor of zeros the size of pred for it on every backward
         ctx.set_materialize_grads(False)
 
     def backward(ctx, grad_loss: Tensor, _grad_of_grad: Optional[Tensor]):
         # d loss / d pred was computed by the forward; d loss / d target is its negation.
-        (grad,) = ctx.saved_tensors
+        pred, target = ctx.saved_tensors
         needs_pred, needs_target = ctx.needs_input_grad[:2]
         if grad_loss is None or not (needs_pred or needs_target):
             return None, None, None
-        if _is_one(grad_loss):
-            # loss.backward() seeds with 1: hand back the forward's gradient itself, so the
-            # backward costs no pass over the data (autograd takes it as .grad uncopied)
-            grad_pred = grad
-        else:
-            grad_pred = grad * grad_loss
+        grad = ctx.forward_grad
+        # recomputed when an earlier backward handed it to autograd (it may have changed
+        # since), or when a double backward needs its history (create_graph=True)
+        if grad is None or torch.is_grad_enabled():
+            grad = (pred - target) * ctx.scale
+        # loss.backward() seeds with 1: hand back the gradient itself, so the backward
+        # costs no pass over the data
+        grad_pred = grad if _is_one(grad_loss) else grad * grad_loss
+        if grad_pred is grad and needs_pred:
+            # autograd may keep it as .grad and add later gradients into it in place
+            # (backward(retain_graph=True) twice): it is not read from here again
+            ctx.forward_grad = None
         # the negation is a full pass over pred's size: only when target needs it
         return (grad_pred if needs_pred else None), (-grad_pred if needs_target else None), None
 
