@@ -11,6 +11,7 @@ metric asked for, ``history[name]`` on the training rows and
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
@@ -33,7 +34,9 @@ def split_rows(X: Tensor, y: Tensor, fraction: Any, seed: Optional[int]) -> Tupl
     held = math.ceil(fraction * n)
     if held >= n:
         raise InputError(f"validation_split={fraction} of {n} rows leaves no row to train on")
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
+    # without a seed, a fresh one from the OS: drawing it from torch would move the global random state
+    # before the fit's last check has passed
+    generator = torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(62))
     order = torch.randperm(n, generator=generator).to(X.device)
     train, val = order[held:].sort().values, order[:held].sort().values  # keep the rows' own order
     return X[train], y[train], X[val], y[val]
