@@ -11,6 +11,7 @@ from ._version import __version__
 from . import ops
 from .callbacks import BestParameters
 from .callbacks import Callback
+from .callbacks import Convergence
 from .callbacks import EarlyStopping
 from .callbacks import FitState
 from .callbacks import LRScheduling
@@ -27,6 +28,8 @@ from .errors import InputError
 from .errors import PluginError
 from .errors import UnknownNameError
 from .fit import fit
+from .learning_rate import LRFinder
+from .learning_rate import find_lr
 from .losses import LossFunction
 from .losses import build_loss
 from .models import MLP
@@ -65,6 +68,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Comparison",
+    "Convergence",
     "DataError",
     "Dataset",
     "EarlyStopping",
@@ -72,6 +76,7 @@ __all__ = [
     "FitState",
     "InputError",
     "LOSSES",
+    "LRFinder",
     "LRScheduling",
     "Linear",
     "LossFunction",
@@ -91,6 +96,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "compare",
+    "find_lr",
     "fit",
     "load_checkpoint",
     "load_data",

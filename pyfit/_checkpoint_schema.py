@@ -22,7 +22,8 @@ _SECTION = {"name": _MAYBE_STR, "class?": _MAYBE_STR}
 SCHEMA: Dict[str, Any] = {
     "format_version": int,
     "epoch": int,
-    "model": {**_SECTION, "args": (dict, type(None)), "dtype": _MAYBE_STR, "state": "tensors"},
+    "model": {**_SECTION, "args": (dict, type(None)), "dtype": _MAYBE_STR, "state": "tensors",
+              "standardized?": bool},
     "optimizer": {**_SECTION, "settings": dict, "state": {"state": dict, "param_groups": "param_groups"}},
     "scheduler": (type(None), {**_SECTION, "kwargs": dict, "state": dict}),
     "history": {"loss": _NUMBERS, "lr": _NUMBERS},

@@ -30,7 +30,8 @@ _CONFIG_KEYS = {
     "seed": "seed", "early_stopping": "early_stopping", "save": "save", "resume": "resume", "plot": "plot",
     "json": "json", "quiet": "quiet", "model_args": "model_arg", "model_arg": "model_arg",
     "opt_args": "opt_arg", "opt_arg": "opt_arg", "loss_args": "loss_arg", "loss_arg": "loss_arg",
-    "sched_args": "sched_arg", "sched_arg": "sched_arg",
+    "sched_args": "sched_arg", "sched_arg": "sched_arg", "standardize": "standardize", "tol": "tol",
+    "n_iter_no_change": "n_iter_no_change", "validation_split": "validation_split",
 }
 _ARG_TABLES = ("model_arg", "opt_arg", "loss_arg", "sched_arg")
 
@@ -112,16 +113,18 @@ def _settings(args, parser) -> Dict[str, Any]:
         # not lr or the optimizer's settings: the resumed optimizer keeps its own unless a flag changes them
         fallback = {"loss": old.get("loss"), "optimizer": old.get("optimizer"), "scheduler": old.get("scheduler"),
                     "epochs": old.get("epochs"), "batch_size": old.get("batch_size"),
-                    "shuffle": old.get("shuffle"), "seed": old.get("seed"), "target": meta.get("target"),
+                    "shuffle": old.get("shuffle"), "seed": old.get("seed"), "tol": old.get("tol"),
+                    "target": meta.get("target"),
                     "features": meta.get("features"), "early_stopping": meta.get("early_stopping")}
         for dest, value in fallback.items():
             if merged.get(dest) is None:
                 merged[dest] = ",".join(value) if isinstance(value, list) else value
         for dest, key in (("loss_arg", "loss_kwargs"), ("sched_arg", "scheduler_kwargs")):
             merged[dest] = {**(old.get(key) or {}), **merged[dest]}
-    defaults = {"model": "linear", "loss": "mse", "optimizer": "sgd", "epochs": 100, "shuffle": False}
+    # epochs and lr are left to fit (a cap with a convergence test, lr="auto"); a resumed fit keeps its scaling
+    defaults = {"model": "linear", "loss": "mse", "optimizer": "sgd", "shuffle": False, "standardize": True}
     for dest, value in defaults.items():
-        if merged.get(dest) is None and not (dest == "model" and saved is not None):
+        if merged.get(dest) is None and not (dest in ("model", "standardize") and saved is not None):
             merged[dest] = value
     if not merged.get("target"):
         parser.error("fit needs --target COLUMN (or `target` in --config)")
@@ -134,13 +137,20 @@ def _check_usage(s: Dict[str, Any], parser) -> None:
     """Every setting the user gave, checked before any data is read: a bad one is a usage error (exit 2)."""
     from .errors import InputError, UnknownNameError
     from .registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
-    from .validation import (check_checkpoint_target, check_epochs, check_keywords, check_optimizer_settings,
+    from .validation import (check_checkpoint_target, check_epochs, check_keywords, check_non_negative,
+                             check_optimizer_settings,
                              check_positive, check_positive_int, check_scheduler_settings, check_seed)
 
     try:
-        check_epochs(s["epochs"])
-        if s["lr"] is not None:
+        if s["epochs"] is not None:
+            check_epochs(s["epochs"])
+        if s["lr"] not in (None, "auto"):
             check_positive("lr", s["lr"])
+        if s["tol"] is not None:
+            check_non_negative("tol", s["tol"])
+        check_positive_int("n_iter_no_change", s["n_iter_no_change"], allow_none=True)
+        if s["validation_split"] is not None and not 0 < s["validation_split"] < 1:
+            raise InputError(f"--validation-split must be between 0 and 1, got {s['validation_split']!r}")
         check_positive_int("batch_size", s["batch_size"], allow_none=True)
         check_positive_int("early_stopping", s["early_stopping"], allow_none=True)
         check_seed(s["seed"])
@@ -168,20 +178,18 @@ def _fit_dtype(saved: Optional[Dict[str, Any]]) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
 
 
-def _r2(y: torch.Tensor, pred: torch.Tensor) -> float:
-    """R² on the training data, averaged over the outputs (as sklearn's r2_score does)."""
-    y = y.double().reshape(y.shape[0], -1)
-    pred = pred.double().reshape(y.shape)
-    ss_res = ((y - pred) ** 2).sum(0)
-    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
-    if bool((ss_tot == 0).any()):
-        return math.nan
-    return float((1 - ss_res / ss_tot).mean())
-
-
 def _parameters(model) -> Dict[str, List[float]]:
-    """Every parameter, flattened: --json gives them all, the summary those of small models."""
-    return {name: [float(v) for v in p.detach().reshape(-1)] for name, p in model.named_parameters()}
+    """Every parameter, flattened (--json gives them all, the summary those of small models); a linear or
+    polynomial model's weight and bias in the data's units."""
+    from .scaling import inner_model, parameters_in_data_units
+
+    in_data_units = parameters_in_data_units(model)
+    if in_data_units is not None:
+        weight, bias = in_data_units
+        params = {"weight": weight, **({} if bias is None else {"bias": bias})}
+    else:  # named as in the model itself, not as inside its standardization
+        params = {name: p.detach() for name, p in inner_model(model).named_parameters()}
+    return {name: [float(v) for v in p.reshape(-1)] for name, p in params.items()}
 
 
 class _Announce:
@@ -206,27 +214,32 @@ def fit(args, parser) -> int:
     """Fit a model to a data file; summary or JSON on stdout, the checkpoint and plots where asked."""
     import pyfit
     from .data import load_data
+    from .fit import DEFAULT_N_ITER_NO_CHANGE
 
     s = _settings(args, parser)
     data = load_data(args.data, s["target"], s["features"], dtype=s["dtype"])
-    callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"])] if s["early_stopping"] else []
+    held_out = s["validation_split"] is not None
+    callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"], monitor="val_loss" if held_out else "loss",
+                                     restore_best=held_out)] if s["early_stopping"] else []
     if not s["quiet"]:
         callbacks.append(_Announce(
             f"pyfit fit: {s['model'] or 'the saved model'} on {data.X.shape[0]} rows of {data.path} "
-            f"(features {', '.join(data.features)}; target {', '.join(data.target)}), up to {s['epochs']} "
-            "epochs; Ctrl-C stops" + (" and saves" if s["save"] else "")))
+            f"(features {', '.join(data.features)}; target {', '.join(data.target)}), "
+            + (f"up to {s['epochs']} epochs" if s["epochs"] else "until it converges")
+            + "; Ctrl-C stops" + (" and saves" if s["save"] else "")))
     result = pyfit.fit(
         s["model"], data.X, data.y, loss=s["loss"], optimizer=s["optimizer"], lr=s["lr"], epochs=s["epochs"],
         batch_size=s["batch_size"], shuffle=bool(s["shuffle"]), seed=s["seed"], scheduler=s["scheduler"],
-        callbacks=callbacks, progress=False if (s["quiet"] or s["json"]) else None,
+        standardize=s["standardize"], tol="auto" if s["tol"] is None else (s["tol"] or None),
+        n_iter_no_change=s["n_iter_no_change"] or DEFAULT_N_ITER_NO_CHANGE, callbacks=callbacks,
+        validation_split=s["validation_split"], progress=False if (s["quiet"] or s["json"]) else None,
         model_kwargs=s["model_arg"], loss_kwargs=s["loss_arg"], scheduler_kwargs=s["sched_arg"],
         resume_from=s["resume"], **s["opt_arg"])
     if s["save"]:
         pyfit.save_checkpoint(s["save"], result, metadata={
             "target": data.target, "features": data.features, "data": data.path,
             "early_stopping": s["early_stopping"]})
-    y = torch.as_tensor(data.y)
-    r2 = _r2(y, result.predict(data.X))
+    r2 = result.scores.get("r2", math.nan)  # of the model as returned, on the training rows
     if s["plot"]:
         os.makedirs(s["plot"], exist_ok=True)
         result.plot_loss(os.path.join(s["plot"], "loss.png"))
@@ -247,27 +260,65 @@ def fit(args, parser) -> int:
 
 
 def _report(result, r2: float, s: Dict[str, Any]) -> None:
+    from .scaling import Standardized, parameters_in_data_units
+
     parameters = _parameters(result.model)
     if s["json"]:
         print(json.dumps({
-            "final_loss": _finite(result.final_loss), "r2": _finite(r2), "epochs": result.epochs,
+            "final_loss": _finite(result.final_loss), "r2": _finite(r2),
+            "val_r2": _finite(result.scores.get("val_r2", math.nan)), "val_loss":
+                _finite(result.scores.get("val_loss", math.nan)), "epochs": result.epochs,
             "stop_reason": result.stop_reason, "stop_detail": result.stop_detail, "backend": result.backend,
-            "seconds": result.seconds, "parameters": parameters, "checkpoint": s["save"]}))
+            "seconds": result.seconds, "lr": result.lr_chosen, "lr_reason": result.lr_reason,
+            "standardized": isinstance(result.model, Standardized), "parameters": parameters,
+            "warnings": result.warnings, "checkpoint": s["save"]}))
         return
     if s["quiet"]:
         return
     detail = f" ({result.stop_detail})" if result.stop_detail else ""
     print(f"final loss   {result.final_loss:.6g}")
     print(f"R² (train)   {r2:.6g}")
+    if "val_r2" in result.scores:
+        print(f"R² (valid.)  {result.scores['val_r2']:.6g}   (validation loss {result.scores['val_loss']:.6g})")
     print(f"epochs       {result.epochs}")
     print(f"stopped      {result.stop_reason}{detail}")
+    print(f"lr           {result.lr_chosen:.6g} ({result.lr_reason})")
+    shown = sum(len(values) for values in parameters.values()) <= _PARAMETERS_IN_SUMMARY
+    in_data_units = shown and parameters_in_data_units(result.model) is not None
+    scaled = "standardized" + (" (weight and bias below in the data's units)" if in_data_units else "")
+    print(f"features     {scaled if isinstance(result.model, Standardized) else 'as given'}")
     print(f"backend      {result.backend}")
     print(f"wall time    {result.seconds:.3f} s")
-    if sum(len(values) for values in parameters.values()) <= _PARAMETERS_IN_SUMMARY:
+    if shown:
         for name, values in parameters.items():
             print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
     if s["save"]:
         print(f"checkpoint   {s['save']}")
+    for warning in result.warnings:
+        print(f"warning      {warning}")
+
+
+def lr_find(args, parser) -> int:
+    """A learning-rate range test on a data file: the suggestion on stdout, the plot saved."""
+    import pyfit
+    from .data import load_data
+
+    data = load_data(args.data, args.target, args.features)
+    found = pyfit.find_lr(
+        args.model, data.X, data.y, loss=args.loss, optimizer=args.optimizer, batch_size=args.batch_size,
+        standardize=args.standardize, seed=args.seed, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+        model_kwargs=_key_values(args.model_arg, "--model-arg", parser),
+        loss_kwargs=_key_values(args.loss_arg, "--loss-arg", parser), plot=args.plot,
+        **_key_values(args.opt_arg, "--opt-arg", parser))
+    if args.json:
+        print(json.dumps({"lr": found.lr, "reason": found.reason, "plot": args.plot, "lrs": found.lrs,
+                          "losses": found.losses}))
+        return EXIT_OK
+    print(f"suggested lr {found.lr:.4g} ({found.reason})")
+    print(f"rates tried  {len(found.lrs)}, from {found.lrs[0]:.3g} to {found.lrs[-1]:.3g}" if found.lrs else
+          "rates tried  none gave a finite loss")
+    print(f"plot         {args.plot}")
+    return EXIT_OK
 
 
 def predict(args, parser) -> int:

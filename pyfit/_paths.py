@@ -365,6 +365,10 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
     per_epoch = any(getattr(callback, "per_epoch", True) for callback in callbacks)
     bar = _progress_bar(progress, state.epochs - state.epoch)
     chunk = max(1, min(runner.max_epochs_per_call, _WORK_PER_CALL // max(runner.work_per_epoch, 1)))
+    # a callback that checks every so many epochs (a convergence test) ends the chunks on multiples of
+    # that, so a resumed fit is checked after the same epochs as an unbroken one
+    period = min([int(callback.epochs_per_check) for callback in callbacks
+                  if getattr(callback, "epochs_per_check", None)], default=None)
     if per_epoch:
         chunk = 1
     elif bar is not None:
@@ -377,6 +381,8 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
                 count = min(chunk, state.epochs - state.epoch)
                 if every:  # end the chunk on the next multiple of checkpoint_every
                     count = min(count, every - state.epoch % every)
+                if period:
+                    count = min(count, period - state.epoch % period)
                 runner.run_epochs(state, count, interrupted)
                 if bar is not None:
                     bar.update(state.epoch - before)

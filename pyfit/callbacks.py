@@ -18,6 +18,7 @@ COMPLETED = "completed"
 EARLY_STOPPING = "early_stopping"
 NON_FINITE = "non_finite"
 INTERRUPTED = "interrupted"
+CONVERGED = "converged"
 
 
 @dataclass
@@ -72,33 +73,112 @@ class CallbackProtocol(Protocol):
 
 
 class EarlyStopping(Callback):
-    """Stop when the loss has not improved by at least ``min_delta`` for ``patience`` epochs.
+    """Stop when ``monitor`` has not improved by at least ``min_delta`` for ``patience`` epochs.
+
+    ``monitor`` is a history key: ``"loss"``, or ``"val_loss"`` (and ``"val_r2"``
+    etc., which ``fit`` records with validation data). ``restore_best=True`` gives
+    the model back the parameters of the best epoch when the fit ends: those the
+    epoch ended with for a validation score (measured after the epoch), those it
+    started from for the training loss (measured before its updates).
 
     >>> import pyfit
-    >>> stopper = pyfit.EarlyStopping(patience=5, min_delta=1e-6)
+    >>> stopper = pyfit.EarlyStopping(patience=5, min_delta=1e-6, monitor="val_loss", restore_best=True)
     """
 
-    def __init__(self, patience: int = 10, min_delta: float = 0.0, monitor: str = "loss"):
+    def __init__(self, patience: int = 10, min_delta: float = 0.0, monitor: str = "loss",
+                 restore_best: bool = False):
         if not isinstance(patience, int) or patience < 1:
             raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
         if not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         self.patience, self.min_delta, self.monitor = patience, float(min_delta), monitor
+        self.restore_best = restore_best
         self.best = math.inf
         self.wait = 0
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self._epoch_start: Optional[Dict[str, torch.Tensor]] = None
 
     def on_fit_start(self, state: FitState) -> None:
-        self.best, self.wait = math.inf, 0
+        self.best, self.wait, self.best_state = math.inf, 0, None
+        if self.restore_best:
+            self._epoch_start = BestParameters._snapshot(state.model)
 
     def on_epoch_end(self, state: FitState) -> None:
         value = state.history[self.monitor][-1]
-        if value < self.best - self.min_delta:
+        improved = value < self.best - self.min_delta
+        if improved:
             self.best, self.wait = value, 0
+            if self.restore_best:
+                # the training loss is measured before the epoch's updates, a validation score after them
+                self.best_state = self._epoch_start if self.monitor == "loss" else \
+                    BestParameters._snapshot(state.model)
+        if self.restore_best:
+            self._epoch_start = BestParameters._snapshot(state.model)
+        if improved:
             return
         self.wait += 1
         if self.wait >= self.patience:
             state.stop(EARLY_STOPPING, f"{self.monitor} did not improve by more than {self.min_delta:g} "
                                        f"for {self.patience} epochs (best {self.best:.6g})")
+
+    def on_fit_end(self, state: FitState) -> None:
+        if self.restore_best and self.best_state is not None:
+            state.model.load_state_dict(self.best_state)
+
+
+class Convergence(Callback):
+    """Stop once the loss has not improved by a fraction ``tol`` of its best for ``n_iter_no_change`` epochs.
+
+    Like scikit-learn's ``SGDRegressor(tol, n_iter_no_change)``, with the
+    tolerance relative to the best loss so it means the same in any units. The
+    decision is taken from the history after every ``epochs_per_check``-th
+    epoch, on every path: the fused path runs that many epochs per call, a
+    resumed fit stops where an unbroken one would, and a converged fit may run
+    up to that many epochs more.
+
+    With momentum m (SGD's ``momentum``, Adam's first beta) the loss rises and
+    falls on a time scale of 1 / (1 - m) epochs, so the fit waits
+    ``n_iter_no_change / (1 - m)`` epochs instead (50 for momentum 0.9).
+
+    >>> import pyfit
+    >>> stopper = pyfit.Convergence(tol=1e-5, n_iter_no_change=5)
+    """
+
+    per_epoch = False
+    epochs_per_check = 20
+
+    def __init__(self, tol: float = 1e-5, n_iter_no_change: int = 5):
+        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 <= tol < 1:
+            raise ValueError(f"tol must be a number in [0, 1), got {tol!r}")
+        if not isinstance(n_iter_no_change, int) or isinstance(n_iter_no_change, bool) or n_iter_no_change < 1:
+            raise ValueError(f"n_iter_no_change must be an integer >= 1, got {n_iter_no_change!r}")
+        self.tol, self.n_iter_no_change = float(tol), n_iter_no_change
+        self.patience = n_iter_no_change
+        self.best, self.wait, self.seen, self.quiet_since = math.inf, 0, 0, 0
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.best, self.wait, self.seen, self.quiet_since = math.inf, 0, 0, 0
+        group = state.optimizer.param_groups[0] if state.optimizer.param_groups else {}
+        momentum = group.get("momentum") or (group.get("betas") or (0.0,))[0]
+        momentum = float(momentum) if isinstance(momentum, (int, float)) and 0 <= momentum < 1 else 0.0
+        self.patience = math.ceil(self.n_iter_no_change / (1 - momentum))
+        self._catch_up(state, stop=False)  # a resumed fit's history counts as it did
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self._catch_up(state, stop=state.epoch % self.epochs_per_check == 0)
+
+    def _catch_up(self, state: FitState, stop: bool) -> None:
+        losses = state.history["loss"]
+        for value in losses[self.seen:]:
+            self.seen += 1
+            if value < self.best - self.tol * abs(self.best) or self.best == math.inf:
+                self.best, self.wait = value, 0
+                continue
+            self.wait += 1
+            self.quiet_since = self.quiet_since if self.wait > 1 else self.seen
+        if stop and self.wait >= self.patience:
+            state.stop(CONVERGED, f"the loss improved by less than {self.tol:g} of its best ({self.best:.6g}) "
+                                  f"for {self.wait} epochs since epoch {self.quiet_since}")
 
 
 class BestParameters(Callback):

@@ -8,7 +8,7 @@ built-ins and for installed plugins::
 
     {"format": "pyfit-checkpoint", "format_version": 1,
      "versions": {"pyfit", "torch", "python"}, "plugins": {kind: "plugin <dist> <version>"},
-     "model": {"name", "args", "dtype", "class", "state"},
+     "model": {"name", "args", "dtype", "class", "state", "standardized"},  # state holds the scaling
      "optimizer": {"name", "settings", "class", "state"},
      "scheduler": None or {"name", "kwargs", "class", "state"},
      "epoch", "history", "stop_reason", "stop_detail", "backend",
@@ -108,8 +108,11 @@ def payload_of(result: Any, metadata: Optional[Dict[str, Any]] = None) -> Dict[s
     """The checkpoint dict of a :class:`~pyfit.FitResult`."""
     config, state = dict(result.config or {}), result.state
     model, optimizer, scheduler = result.model, result.optimizer, result.scheduler
+    from .scaling import Standardized, inner_model
+
     names = {
-        "model": config.get("model") if isinstance(config.get("model"), str) else registry_name(MODELS, model),
+        "model": config.get("model") if isinstance(config.get("model"), str) else
+        registry_name(MODELS, inner_model(model)),
         "optimizer": registry_name(OPTIMIZERS, config.get("optimizer") if isinstance(config.get("optimizer"), str)
                                    else optimizer),
         "scheduler": registry_name(SCHEDULERS, config.get("scheduler") if isinstance(config.get("scheduler"), str)
@@ -129,7 +132,8 @@ def payload_of(result: Any, metadata: Optional[Dict[str, Any]] = None) -> Dict[s
         "format_version": FORMAT_VERSION,
         "versions": {"pyfit": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
         "plugins": plugins,
-        "model": {"name": names["model"], "args": _plain(model_args), "class": _class_path(model),
+        "model": {"name": names["model"], "args": _plain(model_args), "class": _class_path(inner_model(model)),
+                  "standardized": isinstance(model, Standardized),
                   "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
                   "state": model.state_dict()},
         "optimizer": {"name": names["optimizer"], "settings": _plain(dict(optimizer.defaults)),
@@ -146,7 +150,7 @@ def payload_of(result: Any, metadata: Optional[Dict[str, Any]] = None) -> Dict[s
             "model": names["model"], "loss": names["loss"], "optimizer": names["optimizer"],
             "scheduler": names["scheduler"], "lr": _plain(config.get("lr")), "epochs": config.get("epochs"),
             "batch_size": config.get("batch_size"), "shuffle": bool(config.get("shuffle")),
-            "seed": config.get("seed"), "model_kwargs": _plain(config.get("model_kwargs") or {}),
+            "seed": config.get("seed"), "tol": config.get("tol"), "model_kwargs": _plain(config.get("model_kwargs") or {}),
             "loss_kwargs": _plain(config.get("loss_kwargs") or {}),
             "optimizer_kwargs": _plain(config.get("optimizer_kwargs") or {}),
             "scheduler_kwargs": _plain(config.get("scheduler_kwargs") or {}),
@@ -337,6 +341,17 @@ def load_checkpoint(path: str, *, model: Optional[nn.Module] = None) -> Checkpoi
                                   f"arguments: {_first_line(error)}") from None
         if spec["dtype"]:
             model = model.to(getattr(torch, spec["dtype"]))
+    if model is not None and spec.get("standardized"):
+        from .scaling import with_scaling
+
+        # the statistics come with the state, loaded below
+        params = list(model.parameters())
+        if not isinstance(spec["state"].get("mean"), torch.Tensor) or spec["state"]["mean"].dim() != 1:
+            raise CheckpointError(f"{path!r} is damaged: its model is marked standardized but its state has no "
+                                  "1-D 'mean'")
+        features = spec["state"]["mean"].shape[0]
+        probe = torch.empty(0, features, dtype=params[0].dtype if params else torch.get_default_dtype())
+        model = with_scaling(model, probe, None, spec, path)
     optimizer = scheduler = None
     if model is not None:
         check_restorable(payload, path, model=model)

@@ -1,4 +1,4 @@
-"""The ``pyfit`` command: ``demo``, ``fit``, ``predict``, ``compare``, ``plugins`` and ``info``.
+"""The ``pyfit`` command: ``demo``, ``fit``, ``lr-find``, ``predict``, ``compare``, ``plugins`` and ``info``.
 
 Exit status: 0 success, 1 a failed fit or bad data (one message on stderr, no
 traceback; ``PYFIT_DEBUG=1`` shows it), 2 a usage error, 130 an interrupt.
@@ -47,6 +47,20 @@ def _key_values(pairs: Optional[List[str]], flag: str, parser: argparse.Argument
     return result
 
 
+def learning_rate(text: str) -> Any:
+    """A ``--lr`` value: a number, or ``auto``.
+
+    >>> learning_rate("0.1"), learning_rate("auto")
+    (0.1, 'auto')
+    """
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="fit y = 3x + 0.8 on 50 generated points and plot it",
                                description="Fit the line y = 3x + 0.8 to 50 points with x uniform in [0, 1), "
@@ -72,13 +86,27 @@ def _add_fit(commands) -> None:
                        ("--sched-arg", "scheduler")):
         fit.add_argument(flag, action="append", metavar="KEY=VALUE",
                          help=f"a {what} argument; repeat it; values are JSON (3, 0.5, true, [8,8]) or text")
-    fit.add_argument("--lr", type=float, help="learning rate (default 0.01)")
-    fit.add_argument("--epochs", type=int, help="epochs in all, resumed ones included (default 100)")
+    fit.add_argument("--lr", type=learning_rate,
+                     help="learning rate, or 'auto' (the default): for SGD on a linear or polynomial model under "
+                          "mse/sse the step that provably cannot diverge, else a range test's suggestion")
+    fit.add_argument("--epochs", type=int,
+                     help="the most epochs in all, resumed ones included (default 10000; the fit stops earlier "
+                          "once converged, see --tol)")
+    fit.add_argument("--tol", type=float,
+                     help="stop when the loss improves by less than this fraction of its best for "
+                          "--n-iter-no-change epochs (default 1e-5; 0 never stops early)")
+    fit.add_argument("--n-iter-no-change", type=int, metavar="N", help="epochs without improvement (default 5)")
+    fit.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                     help="standardize the features with their training mean and spread, kept in the model "
+                          "(default on); weights are reported in the data's units")
     fit.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
     fit.add_argument("--shuffle", action="store_true", default=None, help="shuffle minibatches every epoch")
     fit.add_argument("--seed", type=int, help="seed of the model's initialisation and the shuffling")
     fit.add_argument("--early-stopping", type=int, metavar="PATIENCE",
-                     help="stop after PATIENCE epochs without a lower loss")
+                     help="stop after PATIENCE epochs without a lower loss (the validation loss, with "
+                          "--validation-split, and then the best epoch's parameters are kept)")
+    fit.add_argument("--validation-split", type=float, metavar="FRACTION",
+                     help="hold out this fraction of the rows (drawn with --seed) and report their scores")
     fit.add_argument("--config", metavar="FILE.toml", help="settings as TOML, with the flags' names as keys")
     fit.add_argument("--save", metavar="CHECKPOINT", help="save the fit here (also on Ctrl-C)")
     fit.add_argument("--resume", metavar="CHECKPOINT", help="continue this checkpoint's fit up to --epochs")
@@ -87,6 +115,30 @@ def _add_fit(commands) -> None:
                           "for one feature")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+def _add_lr_find(commands) -> None:
+    lr_find = commands.add_parser(
+        "lr-find", help="run a learning-rate range test on a data file and plot it",
+        description="One optimizer step at each of a geometric series of learning rates, on a copy of the model; "
+                    "prints the suggested lr (a tenth of the rate with the lowest loss) and saves the plot.")
+    lr_find.add_argument("data", help="CSV with a header line, .npy or .npz, as for `pyfit fit`")
+    lr_find.add_argument("--target", required=True, help="the column(s) to predict, comma-separated")
+    lr_find.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
+    lr_find.add_argument("--model", default="linear", help="registered model name (linear)")
+    lr_find.add_argument("--loss", default="mse", help="registered loss name (mse)")
+    lr_find.add_argument("--optimizer", default="sgd", help="registered optimizer name (sgd)")
+    for flag, what in (("--model-arg", "model"), ("--opt-arg", "optimizer"), ("--loss-arg", "loss")):
+        lr_find.add_argument(flag, action="append", metavar="KEY=VALUE", help=f"a {what} argument; repeat it")
+    lr_find.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
+    lr_find.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                         help="standardize the features first, as `pyfit fit` does (default on)")
+    lr_find.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation (0)")
+    lr_find.add_argument("--start-lr", type=float, default=1e-6, help="the smallest rate tried (1e-6)")
+    lr_find.add_argument("--end-lr", type=float, default=10.0, help="the largest rate tried (10)")
+    lr_find.add_argument("--steps", type=int, default=100, help="rates tried (100)")
+    lr_find.add_argument("--plot", default="lr-find.png", metavar="FILE", help="where the plot goes (lr-find.png)")
+    lr_find.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
 
 
 def _add_predict(commands) -> None:
@@ -136,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _add_demo(commands)
     _add_fit(commands)
+    _add_lr_find(commands)
     _add_predict(commands)
     _add_compare(commands)
     commands.add_parser("plugins", help="list every registered model, loss, optimizer and scheduler",
@@ -155,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from . import _commands
 
-        return getattr(_commands, args.command)(args, parser)
+        return getattr(_commands, args.command.replace("-", "_"))(args, parser)
     except KeyboardInterrupt:
         print("pyfit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import nn
 
 from . import _paths
-from .callbacks import COMPLETED, Callback, FitState, LRScheduling
+from .callbacks import COMPLETED, Callback, Convergence, FitState, LRScheduling
 from ._checkpoint_schema import check_restorable
 from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
 from .errors import CheckpointError, InputError
+from .holdout import Validation, check_monitors, held_out
+from .learning_rate import is_least_squares_sgd, starting_lr
 from .losses import as_loss, build_loss
 from .models import build_model
 from .optimizers import build_optimizer
+from .outcome import assess
 from .predict import model_dtype_device
 from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
 from .result import FitResult
+from .scaling import with_scaling
 from .schedulers import EPOCH_ONLY, build_scheduler, try_scheduler
 from .validation import (
     check_checkpoint_settings,
     check_epochs,
+    check_fit_keywords,
     check_features,
     check_fit_data,
     check_optimizer_settings,
@@ -39,8 +44,11 @@ from .validation import (
     check_seed,
 )
 
-DEFAULT_LR = 0.01
-DEFAULT_EPOCHS = 100
+DEFAULT_LR = 0.01  # what an optimizer given by name starts from; lr="auto" (the default) sets its own
+# caps (the fit stops earlier once the loss stops improving, see tol): epochs of least-squares SGD
+# cost one read of the data, an autograd epoch many times that
+DEFAULT_EPOCHS_LEAST_SQUARES, DEFAULT_EPOCHS = 10_000, 1_000
+DEFAULT_TOL, DEFAULT_N_ITER_NO_CHANGE = 1e-5, 5
 
 
 def _resolve_model(model: Any, X: torch.Tensor, y: torch.Tensor, seed: Optional[int],
@@ -196,11 +204,17 @@ def fit(
     *,
     loss: Any = "mse",
     optimizer: Any = "sgd",
-    lr: Optional[float] = None,
-    epochs: int = DEFAULT_EPOCHS,
+    lr: Union[float, str, None] = "auto",
+    epochs: Optional[int] = None,
     batch_size: Optional[int] = None,
     shuffle: bool = False,
     seed: Optional[int] = None,
+    standardize: Optional[bool] = None,
+    tol: Union[float, str, None] = "auto",
+    n_iter_no_change: int = DEFAULT_N_ITER_NO_CHANGE,
+    validation_data: Any = None,
+    validation_split: Optional[float] = None,
+    metrics: Iterable[str] = (),
     scheduler: Any = None,
     callbacks: Iterable[Callback] = (),
     progress: Optional[bool] = None,
@@ -216,8 +230,40 @@ def fit(
 
     model, loss, optimizer and scheduler are each a registry name or an object.
     X is (N,) or (N, D), y is (N,) or (N, K): tensors, numpy arrays or lists.
-    ``batch_size=None`` is full batch; ``lr`` defaults to 0.01 for an optimizer
-    given by name; extra keywords go to the optimizer (``momentum=0.9``).
+    ``batch_size=None`` is full batch; extra keywords go to the optimizer
+    (``momentum=0.9``); a keyword that is neither a ``fit`` parameter nor a
+    setting of the optimizer is refused with the closest parameter name.
+
+    ``lr="auto"`` (the default; ``None`` means the same): SGD on a linear or
+    polynomial model under ``mse`` or ``sse`` takes the step that provably
+    cannot diverge for this data (``pyfit.learning_rate``); any other fit takes
+    the suggestion of a learning-rate range test on a copy of the model.
+    ``result.lr_chosen`` and ``result.lr_reason`` say what was used and why.
+
+    ``standardize=True`` puts the model behind the features' training mean and
+    spread (``pyfit.scaling``): ``result.model`` takes raw data, and
+    ``pyfit.scaling.parameters_in_data_units`` gives a linear or polynomial
+    model's weights in the data's units. The default ``None`` means False for a
+    new fit and whatever the checkpoint holds for a resumed one.
+
+    Left out, ``epochs`` is a cap (10,000 for SGD on a linear or polynomial
+    model under a squared error, whose epochs are cheap, else 1,000): the fit
+    stops with ``stop_reason == "converged"`` once the loss has improved by less
+    than ``tol`` (1e-5, relative to its best) for ``n_iter_no_change`` epochs.
+    ``tol="auto"`` (the default) is 1e-5 when epochs is left out and None when
+    it is given, so ``epochs=3000`` runs 3000 epochs; ``tol=None`` never stops
+    early, and a number always applies.
+    ``validation_split=0.2`` holds out a fifth of the rows (drawn with ``seed``),
+    ``validation_data=(X_val, y_val)`` brings its own; scaling statistics and
+    ``lr="auto"`` then use the training rows only. ``history["val_loss"]`` has
+    the held-out loss after every epoch, and ``metrics=["r2", "rmse", "mae"]``
+    adds ``history[name]`` and ``history["val_" + name]``;
+    ``pyfit.EarlyStopping(monitor="val_loss", restore_best=True)`` stops on it.
+
+    ``result.final_loss`` is the loss of the returned model on the training
+    rows, ``result.scores`` its loss, r2, rmse and mae on them (and ``val_...``
+    on the held-out rows), and ``result.warnings`` names what looks wrong with
+    the fit, each with a next step.
 
     ``checkpoint=PATH`` saves the fit there when it ends (Ctrl-C included) and,
     with ``checkpoint_every=K``, after every K-th epoch. ``resume_from=PATH``
@@ -243,8 +289,17 @@ def fit(
     """
     started = time.perf_counter()
     # every check comes first: nothing of the user's changes until the last one has passed
-    check_epochs(epochs)
+    if epochs is not None:
+        check_epochs(epochs)
+    check_fit_keywords(optimizer, optimizer_kwargs, FIT_PARAMETERS)
     check_positive_int("batch_size", batch_size, allow_none=True)
+    if lr is not None and isinstance(lr, str) and lr != "auto":
+        raise InputError(f"lr must be a number or 'auto', got {lr!r}")
+    if standardize is not None and not isinstance(standardize, bool):
+        raise InputError(f"standardize must be True, False or None, got {standardize!r}")
+    if tol == "auto":
+        tol = DEFAULT_TOL if epochs is None else None
+    stopper = Convergence(tol, n_iter_no_change) if tol is not None else None
     check_checkpoint_settings(checkpoint, checkpoint_every, resume_from)
     seed = check_seed(seed)
     scheduler_kwargs = dict(scheduler_kwargs or {})
@@ -260,17 +315,29 @@ def fit(
     X, y = check_fit_data(X, y, dtype)
     if device is not None:
         X, y = X.to(device), y.to(device)
+    X, y, X_val, y_val = held_out(X, y, validation_data, validation_split, seed)
     built = _resolve_model(model, X, y, seed, model_kwargs)
     check_features(X, getattr(built, "in_features", None))
     check_outputs(y, getattr(built, "out_features", None))
+    built = with_scaling(built, X, standardize, None if saved is None else saved["model"], resume_from)
     loss_fn = build_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else as_loss(loss)
     if loss_kwargs and not isinstance(loss, str):
         raise TypeError("loss_kwargs only applies when the loss is given by name")
-    opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, _saved_optimizer_settings(saved, optimizer))
+    if epochs is None:
+        cheap = is_least_squares_sgd(built, loss_fn, type(optimizer) if isinstance(optimizer, torch.optim.Optimizer)
+                                     else optimizer)
+        epochs = DEFAULT_EPOCHS_LEAST_SQUARES if cheap else DEFAULT_EPOCHS
+    resumed_settings = _saved_optimizer_settings(saved, optimizer)
+    lr, lr_reason = starting_lr(lr, optimizer, optimizer_kwargs, resumed_settings is not None, built, loss_fn, X, y,
+                                batch_size)
+    opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, resumed_settings)
     scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
     scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt)
 
-    callbacks = list(callbacks)
+    # validation first: a stopper that monitors val_loss reads what it records
+    validation = Validation(loss_fn, X, y, X_val, y_val, metrics) if X_val is not None or metrics else None
+    callbacks = [validation] * (validation is not None) + list(callbacks) + [stopper] * (stopper is not None)
+    check_monitors(callbacks, validation)
     for callback in callbacks:
         if not all(hasattr(callback, hook) for hook in ("on_fit_start", "on_epoch_end", "on_fit_end")):
             raise TypeError(f"{type(callback).__name__} is not a callback: it needs on_fit_start, "
@@ -279,7 +346,7 @@ def fit(
               "loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
               "shuffle": shuffle, "seed": seed, "scheduler": scheduler, "model_kwargs": model_kwargs,
               "loss_kwargs": dict(loss_kwargs or {}), "optimizer_kwargs": dict(optimizer_kwargs),
-              "scheduler_kwargs": scheduler_kwargs}
+              "scheduler_kwargs": scheduler_kwargs, "tol": tol}
     changes: Dict[str, Any] = {}
     if saved is not None:
         check_resume_settings(resume_from, saved["config"], _names_of(config, built, opt, scheduler_like, loss_fn),
@@ -288,7 +355,7 @@ def fit(
         given = {**({} if lr is None else {"lr": lr}), **optimizer_kwargs}
         changes = optimizer_setting_changes(saved["optimizer"]["state"]["param_groups"], given,
                                             scheduler_like is not None, f"resuming {resume_from!r}")
-        if _saved_optimizer_settings(saved, optimizer) is not None:  # the same optimizer goes on: record
+        if resumed_settings is not None:  # the same optimizer goes on: record
             # the settings in effect, the saved ones with this fit's changes
             config["lr"] = saved["config"].get("lr") if lr is None else lr
             config["optimizer_kwargs"] = {**(saved["config"].get("optimizer_kwargs") or {}), **optimizer_kwargs}
@@ -320,6 +387,10 @@ def fit(
     if state.stop_reason is None:
         state.stop(COMPLETED)
     final = result()
+    final.lr_chosen, final.lr_reason = float(opt.param_groups[0]["lr"]), lr_reason or "given"
+    if state.history["lr"]:
+        final.lr_chosen = state.history["lr"][0]
+    assess(final, loss_fn, X, y, X_val, y_val)
     if checkpoint is not None:
         save_checkpoint(checkpoint, final)
     return final
@@ -356,3 +427,7 @@ def _names_of(config: Dict[str, Any], model: nn.Module, opt: Any, sched: Any, lo
         "scheduler": registry_name(SCHEDULERS, config["scheduler"] if isinstance(config["scheduler"], str)
                                    else sched),
     }
+
+
+# fit's own keyword parameters, named when an unknown keyword reaches the optimizer
+FIT_PARAMETERS = [name for name, p in inspect.signature(fit).parameters.items() if p.kind is p.KEYWORD_ONLY]

@@ -14,9 +14,12 @@ class FitResult:
     """The outcome of :func:`pyfit.fit`.
 
     ``history`` maps ``"loss"`` and ``"lr"`` to one value per completed epoch;
-    ``stop_reason`` is ``"completed"``, ``"early_stopping"``, ``"non_finite"`` or
-    ``"interrupted"``, with ``stop_detail`` saying more; ``backend`` names what ran
-    (``"cpp:fused-linear"``, ``"python:autograd"``, ...).
+    ``stop_reason`` is ``"completed"`` (the epochs ran out), ``"converged"``,
+    ``"early_stopping"``, ``"non_finite"`` or ``"interrupted"``, with
+    ``stop_detail`` saying more; ``backend`` names what ran
+    (``"cpp:fused-linear"``, ``"python:autograd"``, ...). ``lr_chosen`` is the
+    learning rate the fit started with and ``lr_reason`` why; ``warnings`` lists
+    what looks wrong with the fit, each with a next step (empty when nothing does).
     """
 
     model: nn.Module
@@ -31,10 +34,21 @@ class FitResult:
     callbacks: List[Any] = field(default_factory=list)
     config: Dict[str, Any] = field(default_factory=dict)
     state: Any = None  # the FitState, for resuming and checkpoints
+    lr_chosen: Optional[float] = None
+    lr_reason: str = ""
+    warnings: List[str] = field(default_factory=list)
+    returned_loss: Optional[float] = None  # the loss of the model as returned, on all the training rows
+    scores: Dict[str, float] = field(default_factory=dict)  # its loss, r2, rmse, mae (and val_...), as returned
 
     @property
     def final_loss(self) -> float:
-        """The last completed epoch's loss (NaN when no epoch completed)."""
+        """The loss of the returned model on all the training data (NaN when no epoch completed).
+
+        An epoch's entry in the history is measured before its updates; this one
+        is measured after the last, so it is the loss of the model you get.
+        """
+        if self.returned_loss is not None:
+            return self.returned_loss
         return self.history["loss"][-1] if self.history["loss"] else float("nan")
 
     def predict(self, X: Any) -> torch.Tensor:

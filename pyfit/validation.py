@@ -331,3 +331,33 @@ def check_resume_settings(path: Any, saved: dict, current: dict, saved_epoch: in
     if different:
         raise InputError(f"cannot resume {where!r} exactly with different settings ({'; '.join(different)}); "
                          "pass the settings it was fit with")
+
+
+def check_fit_keywords(optimizer: Any, extra: Dict[str, Any], fit_parameters: Sequence[str]) -> None:
+    """Refuse a keyword that is neither a parameter of ``fit`` nor a setting of the chosen optimizer.
+
+    Extra keywords of ``fit`` go to the optimizer; a misspelt ``fit`` argument
+    (``epoch=500``) would otherwise be blamed on the optimizer's constructor. An
+    optimizer that takes ``**kwargs`` accepts every name, so nothing is refused.
+    """
+    import difflib
+
+    from .registry import OPTIMIZERS
+
+    if not extra or isinstance(optimizer, torch.optim.Optimizer):
+        return
+    factory = OPTIMIZERS.entry(optimizer).obj if isinstance(optimizer, str) else optimizer
+    accepted = accepted_keywords(factory) if callable(factory) else None
+    if accepted is None:
+        return
+    settings = sorted(accepted - {"params"})
+    name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", repr(optimizer))
+    for key in extra:
+        if key in accepted:
+            continue
+        close = difflib.get_close_matches(key, list(fit_parameters), n=1) or \
+            difflib.get_close_matches(key, settings, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise TypeError(f"fit() got an unexpected keyword argument {key!r}, which is not a setting of the "
+                        f"optimizer {name!r} either{hint} fit's parameters: {', '.join(fit_parameters)}; "
+                        f"{name}'s settings: {', '.join(settings)}")

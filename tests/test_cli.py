@@ -235,6 +235,56 @@ def test_predict_refuses_to_write_non_finite_predictions(tiny, capsys):
     assert len((tiny / "p.csv").read_text().splitlines()) == 4
 
 
+def test_no_flag_fit_says_lr_scaling_and_weights_in_the_data_units(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x, z = rng.random(60) * 1000, rng.random(60) * 0.01  # magnitudes far apart, as real columns are
+    path = tmp_path / "wide.csv"
+    np.savetxt(path, np.c_[x, z, 0.002 * x - 30 * z + 5], delimiter=",", header="x,z,y", comments="", fmt="%.17g")
+    assert main(["fit", str(path), "--target", "y"]) == 0
+    summary = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert summary["stopped"].startswith("converged") and float(summary["R²"].split()[-1]) > 0.9999
+    assert "(auto: 1/L for full-batch gradient descent" in summary["lr"]
+    assert summary["features"].startswith("standardized")
+    weight = [float(v) for v in summary["weight"].split(",")]
+    assert weight == pytest.approx([0.002, -30.0], rel=1e-3) and float(summary["bias"]) == pytest.approx(5, rel=1e-3)
+    assert "warning" not in summary
+
+
+def test_a_bad_fit_prints_its_warnings_in_the_summary_and_the_json(points, capsys):
+    assert main(["fit", str(points), "--target", "y", "--lr", "1e-5", "--epochs", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "warning      the fit is worse than predicting the mean" in out and "a larger lr" in out
+    assert main(["fit", str(points), "--target", "y", "--lr", "1e-5", "--epochs", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert any("worse than predicting the mean" in w for w in report["warnings"]) and report["lr"] == 1e-5
+    assert report["lr_reason"] == "given" and report["standardized"] is True
+
+
+def test_a_diverging_fit_exits_1_with_a_next_step(points, capsys):
+    assert main(["fit", str(points), "--target", "y", "--lr", "100", "--no-standardize", "--epochs", "50",
+                 "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["stop_reason"] == "non_finite" and "lower lr (e.g. lr=10)" in report["warnings"][0]
+
+
+def test_lr_find_prints_a_suggestion_and_saves_its_plot(points, tmp_path, capsys):
+    plot = tmp_path / "lr.png"
+    assert main(["lr-find", str(points), "--target", "y", "--plot", str(plot), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    lowest = min(range(len(report["losses"])), key=report["losses"].__getitem__)
+    assert report["lr"] == pytest.approx(report["lrs"][lowest] / 10)
+    assert plot.stat().st_size > 1000
+    assert main(["lr-find", str(points), "--target", "y", "--plot", str(plot), "--model", "mlp",
+                 "--optimizer", "adam", "--steps", "30"]) == 0
+    assert capsys.readouterr().out.startswith("suggested lr ")
+
+
+def test_lr_takes_auto_and_refuses_other_words(points, capsys):
+    assert main(["fit", str(points), "--target", "y", "--lr", "auto", "--epochs", "5", "--quiet"]) == 0
+    assert main(["fit", str(points), "--target", "y", "--lr", "fast"]) == 2
+    assert "expected a number or 'auto', got 'fast'" in capsys.readouterr().err
+
+
 # -- compare, and what fit's --plot and --json give -------------------------------------------
 
 def test_compare_prints_the_table_and_saves_the_plot(tmp_path, points, capsys):

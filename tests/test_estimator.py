@@ -34,7 +34,8 @@ def _curve(n=80, seed=0):
 
 def test_fit_predict_score():
     X, y = _curve()
-    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 2}, lr=0.3, epochs=2000, random_state=0)
+    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 2}, lr=0.3, epochs=2000, tol=None,
+                          random_state=0)
     assert reg.fit(X, y) is reg
     assert reg.score(X, y) > 0.99 and reg.n_features_in_ == 1 and reg.n_iter_ == 2000
     assert reg.predict(X).dtype == np.float64 and len(reg.history_["loss"]) == 2000
@@ -129,3 +130,54 @@ def test_settings_a_continuing_fit_cannot_take_are_refused_and_change_nothing():
         reg.partial_fit(X, y)
     assert reg.n_iter_ == 1 and torch.equal(reg.model_.weight, weight)
     assert reg.optimizer_.param_groups[0]["lr"] == 0.1
+
+
+def test_defaults_match_linear_regression_on_diabetes_in_the_data_units():
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+
+    X, y = load_diabetes(return_X_y=True, scaled=False)
+    reg = pyfit.Regressor(random_state=0).fit(X, y)
+    exact = LinearRegression().fit(X, y)
+    assert reg.score(X, y) == pytest.approx(exact.score(X, y), abs=1e-3)
+    assert reg.coef_.shape == exact.coef_.shape and isinstance(reg.intercept_, float)
+    # the predictions of coef_ and intercept_ are the model's, on the raw features
+    np.testing.assert_allclose(X @ reg.coef_ + reg.intercept_, reg.predict(X), rtol=1e-9)
+    assert reg.stop_reason_ == "converged" and reg.n_iter_ == len(reg.loss_curve_) < 10_000
+    assert reg.warnings_ == [] and reg.lr_ > 0
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 20 epochs of an MLP, on purpose
+def test_polynomial_coefficients_match_polyfit_and_an_mlp_has_none(capsys):
+    X, y = _curve()
+    X = X * 50 + 200  # far from zero: the coefficients in the data's units differ from the standardized ones
+    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 2}, random_state=0).fit(X, y)
+    expected = np.polyfit(X[:, 0], y, 2)  # highest power first
+    np.testing.assert_allclose(reg.coef_[::-1], expected[:2], rtol=1e-3)
+    assert reg.intercept_ == pytest.approx(expected[2], rel=1e-3)
+    mlp = pyfit.Regressor(model="mlp", model_kwargs={"hidden": [8]}, epochs=20, verbose=True,
+                          random_state=0).fit(X, y)
+    assert not hasattr(mlp, "coef_") and len(mlp.loss_curve_) == mlp.n_iter_ == 20
+    assert capsys.readouterr().out.startswith("pyfit.Regressor: completed after 20 epochs")
+
+
+def test_a_bad_fit_warns_with_a_convergence_warning():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = _curve()
+    with pytest.warns(ConvergenceWarning, match="worse than predicting the mean"):
+        reg = pyfit.Regressor(lr=1e-6, epochs=5, random_state=0).fit(X, y + 100)
+    assert any("worse than predicting the mean" in w for w in reg.warnings_)
+
+
+def test_early_stopping_holds_out_rows_and_keeps_the_best_epoch():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, 60)
+    y = np.sin(3 * x) + 0.3 * rng.standard_normal(60)
+    reg = pyfit.Regressor(model="polynomial", model_kwargs={"degree": 6}, early_stopping=True,
+                          validation_fraction=0.3, tol=None, epochs=3000, random_state=0)
+    reg.fit(x.reshape(-1, 1), y)
+    scores = reg.validation_scores_
+    assert reg.stop_reason_ == "early_stopping" and len(scores) == reg.n_iter_ < 3000
+    # the model kept is the best epoch's, not the last one's
+    assert reg.best_validation_score_ == pytest.approx(max(scores), rel=1e-12) and max(scores) > scores[-1]

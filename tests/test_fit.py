@@ -331,3 +331,38 @@ def test_every_refusal_leaves_parameters_and_optimizer_exactly_as_they_were(case
     for index, entries in before[1]["state"].items():
         assert all(torch.equal(value, after[1]["state"][index][key]) for key, value in entries.items())
     assert isinstance(refusal.value, pyfit.InputError) and refusal.match(message)
+
+
+def test_a_misspelt_fit_argument_names_fits_parameter_not_the_optimizer():
+    X, y = torch.rand(10, 1), torch.rand(10)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'epoch'.*did you mean 'epochs'\?"):
+        pyfit.fit("linear", X, y, epoch=500)
+    with pytest.raises(TypeError, match=r"did you mean 'momentum'\?"):
+        pyfit.fit("linear", X, y, momentun=0.9)
+    with pytest.raises(pyfit.InputError, match="lr must be a number or 'auto', got 'fast'"):
+        pyfit.fit("linear", X, y, lr="fast")
+
+
+def test_lr_auto_is_the_default_and_says_why():
+    X = torch.rand(30, 2, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, 2.0], dtype=torch.float64)
+    linear = pyfit.fit("linear", X, y, epochs=5, seed=0)
+    assert linear.lr_reason.startswith("auto: 1/L for full-batch gradient descent")
+    assert linear.history["lr"][0] == linear.lr_chosen
+    adam = pyfit.fit("linear", X, y, optimizer="adam", epochs=5, seed=0)
+    assert adam.lr_reason.startswith("auto: a tenth of the rate with the lowest loss in a range test")
+    given = pyfit.fit("linear", X, y, lr=0.05, epochs=5, seed=0)
+    assert (given.lr_chosen, given.lr_reason) == (0.05, "given")
+
+
+def test_default_epochs_are_a_cap_and_given_epochs_all_run():
+    generator = torch.Generator().manual_seed(0)
+    X = torch.rand(30, 1, dtype=torch.float64, generator=generator)
+    y = 3 * X[:, 0] + 0.8 + 0.1 * torch.randn(30, dtype=torch.float64, generator=generator)
+    capped = pyfit.fit("linear", X, y, seed=0)
+    assert capped.stop_reason == "converged" and capped.epochs < 10_000
+    assert capped.config["epochs"] == 10_000
+    given = pyfit.fit("linear", X, y, epochs=300, seed=0)
+    assert given.stop_reason == "completed" and given.epochs == 300
+    strict = pyfit.fit("linear", X, y, epochs=300, tol=1e-3, seed=0)
+    assert strict.stop_reason == "converged" and strict.epochs % 20 == 0 and strict.epochs < 300
