@@ -36,13 +36,15 @@ def write_points(path: str) -> None:
             handle.write(f"{x1!r},{x2!r},{3 * x1 - 2 * x2 + 0.5 + rng.gauss(0, 0.01)!r}\n")
 
 
-def medians(commands: Dict[str, Tuple[List[str], int]], repeats: int, env: Dict[str, str]) -> Dict[str, float]:
+def medians(commands: Dict[str, Tuple[List[str], int]], repeats: int, env: Dict[str, str],
+            cwd: str) -> Dict[str, float]:
     """The median wall time of each command, each run checked for its expected exit status."""
     samples: Dict[str, List[float]] = {name: [] for name in commands}
     for _ in range(repeats):
         for name, (command, status) in commands.items():
             start = time.perf_counter()
-            done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            done = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
             samples[name].append(time.perf_counter() - start)
             if done.returncode != status:
                 raise SystemExit(f"{name}: exit status {done.returncode}, expected {status}\n{done.stderr}")
@@ -68,8 +70,9 @@ def main() -> None:
             'python -c "import torch, torch._dynamo"': ([python, "-c", "import torch, torch._dynamo"], 0),
             fit: ([python, "-m", "pyfit", "fit", points, "--target", "y", "--quiet"], 0),
         }
-        medians(commands, 1, env)  # warm the file caches
-        times = medians(commands, args.repeats, env)
+        # run from the scratch directory: `python -m` puts the working directory first on sys.path
+        medians(commands, 1, env, scratch)  # warm the file caches
+        times = medians(commands, args.repeats, env, scratch)
     print(f"median of {args.repeats} runs each, {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
     for name, seconds in times.items():
