@@ -251,10 +251,10 @@ def test_no_flag_fit_says_lr_scaling_and_weights_in_the_data_units(tmp_path, cap
 
 
 def test_a_bad_fit_prints_its_warnings_in_the_summary_and_the_json(points, capsys):
-    assert main(["fit", str(points), "--target", "y", "--lr", "1e-5", "--epochs", "20"]) == 0
+    assert main(["fit", str(points), "--target", "y", "--lr", "1e-5", "--epochs", "20", "--seed", "0"]) == 0
     out = capsys.readouterr().out
     assert "warning      the fit is worse than predicting the mean" in out and "a larger lr" in out
-    assert main(["fit", str(points), "--target", "y", "--lr", "1e-5", "--epochs", "20", "--json"]) == 0
+    assert main(["fit", str(points), "--target", "y", "--lr", "1e-5", "--epochs", "20", "--seed", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert any("worse than predicting the mean" in w for w in report["warnings"]) and report["lr"] == 1e-5
     assert report["lr_reason"] == "given" and report["standardized"] is True
