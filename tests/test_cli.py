@@ -92,8 +92,8 @@ def test_demo_prints_the_true_line_and_saves_plots(tmp_path):
 def test_ctrl_c_saves_and_exits_130(tmp_path, points):
     checkpoint = tmp_path / "run.pt"
     process = subprocess.Popen(
-        [sys.executable, "-m", "pyfit", "fit", str(points), "--target", "y", "--epochs", "100000000",
-         "--early-stopping", "100000000", "--lr", "0.001", "--save", str(checkpoint)],
+        [sys.executable, "-m", "pyfit", "fit", str(points), "--target", "y", "--epochs", "10000000",
+         "--early-stopping", "10000000", "--lr", "0.001", "--save", str(checkpoint)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         while True:  # the command says on stderr when the fit starts
