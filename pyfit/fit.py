@@ -120,8 +120,9 @@ def _scheduler_factory(scheduler: Any, epochs: int, scheduler_kwargs: Dict[str, 
     raise TypeError(f"scheduler must be a registry name, a scheduler or a factory, got {type(scheduler).__name__}")
 
 
-def _check_scheduler(scheduler: Any, factory: Any, optimizer: torch.optim.Optimizer) -> Any:
-    """A scheduler like the fit's, built on a stand-in optimizer and stepped once; the user's own object as it is."""
+def _check_scheduler(scheduler: Any, factory: Any, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+    """A scheduler like the fit's, built on a stand-in optimizer and stepped as the fit's epochs will step it;
+    the user's own object as it is."""
     if factory is None:
         if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
             raise InputError(f"the {type(scheduler).__name__} given as scheduler steps another optimizer than "
@@ -129,7 +130,7 @@ def _check_scheduler(scheduler: Any, factory: Any, optimizer: torch.optim.Optimi
         return scheduler
     what = f"the scheduler {scheduler!r}" if isinstance(scheduler, str) else \
         f"the scheduler factory {getattr(scheduler, '__name__', type(scheduler).__name__)}"
-    return try_scheduler(factory, optimizer, what)
+    return try_scheduler(factory, optimizer, what, steps=epochs)
 
 
 def optimizer_setting_changes(groups: List[Dict[str, Any]], settings: Dict[str, Any], scheduled: bool,
@@ -332,7 +333,7 @@ def fit(
                                 batch_size)
     opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, resumed_settings)
     scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
-    scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt)
+    scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt, epochs)
 
     # validation first: a stopper that monitors val_loss reads what it records
     validation = Validation(loss_fn, X, y, X_val, y_val, metrics) if X_val is not None or metrics else None

@@ -109,27 +109,50 @@ class _StandIn(torch.optim.Optimizer):
         return None
 
 
-def try_scheduler(build: Callable[[torch.optim.Optimizer], Any], optimizer: torch.optim.Optimizer,
-                  what: str) -> Any:
-    """Build a scheduler with ``build`` on a stand-in for ``optimizer`` and step it once; returns it.
+# a scheduler is tried on its stand-in for as many steps as the fit will take, up to
+# this many (about 20 microseconds each); beyond it, known horizons are checked by name
+_TRIAL_STEPS = 10_000
 
-    Anything that fails (a setting torch refuses, a step that divides by zero) is an
-    InputError naming ``what``, raised before ``optimizer`` has been touched.
+
+def _horizon(scheduler: Any) -> Optional[tuple]:
+    """The number of steps a scheduler can take and the setting that fixes it, where torch refuses more."""
+    if isinstance(scheduler, lr_scheduler.OneCycleLR):
+        return scheduler.total_steps, f"total_steps={scheduler.total_steps} (or epochs * steps_per_epoch)"
+    return None
+
+
+def try_scheduler(build: Callable[[torch.optim.Optimizer], Any], optimizer: torch.optim.Optimizer,
+                  what: str, steps: int = 1) -> Any:
+    """Build a scheduler with ``build`` on a stand-in for ``optimizer`` and step it ``steps`` times; returns it.
+
+    ``steps`` is the number of epochs of the fit (one scheduler step each). Anything
+    that fails within them (a setting torch refuses, a step that divides by zero,
+    a horizon such as OneCycleLR's total_steps that is shorter than the fit) is an
+    InputError naming ``what``, raised before ``optimizer`` has been touched. Past
+    ``_TRIAL_STEPS`` steps only known horizons are checked; the fit itself stops
+    cleanly should a later step fail.
     """
     stand_in = _StandIn(optimizer)
+    step = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scheduler = build(stand_in)
             if not callable(getattr(scheduler, "step", None)):
                 raise InputError(f"{what} built a {type(scheduler).__name__}, which has no step()")
-            stand_in.step()
-            if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(1.0)
-            else:
-                scheduler.step()
+            horizon = _horizon(scheduler)
+            if horizon is not None and steps > horizon[0]:
+                raise InputError(f"{what} can take {horizon[0]} step(s), one per epoch, with {horizon[1]}; "
+                                 f"this fit runs {steps} epochs: give it a longer horizon or fewer epochs")
+            for step in range(1, max(1, min(steps, _TRIAL_STEPS)) + 1):
+                stand_in.step()
+                if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(1.0)
+                else:
+                    scheduler.step()
     except InputError:
         raise
     except Exception as error:  # torch's own refusals are ValueError, TypeError, ZeroDivisionError, ...
-        raise InputError(f"{what} cannot run with these settings: {type(error).__name__}: {error}") from None
+        when = f" at its step after epoch {step}" if step > 1 else ""
+        raise InputError(f"{what} cannot run with these settings{when}: {type(error).__name__}: {error}") from None
     return scheduler
