@@ -281,9 +281,12 @@ def fit(
     refused).
 
     Everything is checked before anything of the user's changes: a scheduler given
-    by name or factory is first built on a stand-in optimizer and stepped once,
-    and a resumed checkpoint must match the model and optimizer before any state
-    is loaded.
+    by name or factory (or a copy of one given ready) is first built on a stand-in
+    optimizer and stepped as the fit will step it (up to 10,000 epochs; OneCycleLR's
+    total_steps for any number), and a resumed checkpoint must match the model and
+    optimizer before any state is loaded. A scheduler whose step still fails
+    later stops the fit with ``stop_reason == "scheduler_failed"``, keeping the
+    model, optimizer and scheduler of the last good epoch.
 
     >>> import torch, pyfit
     >>> x = torch.rand(50); y = 3 * x + 0.8

@@ -185,11 +185,15 @@ def step_or_undo(scheduler: Any, optimizer: torch.optim.Optimizer) -> Optional[s
     """Step ``scheduler`` after an epoch; None when it stepped. Should it fail (past what was tried up
     front), the scheduler and the param-group settings are put back as they were and the failure is
     returned, for :func:`stop_after_failed_step`."""
-    before = scheduler.state_dict(), [dict(group) for group in optimizer.param_groups]
+    # a scheduler of the user's own may have step() alone: its state cannot be put back
+    keeps_state = callable(getattr(scheduler, "state_dict", None)) and callable(getattr(scheduler, "load_state_dict",
+                                                                                        None))
+    before = scheduler.state_dict() if keeps_state else None, [dict(group) for group in optimizer.param_groups]
     try:
         scheduler.step()
     except Exception as error:
-        scheduler.load_state_dict(before[0])
+        if keeps_state:
+            scheduler.load_state_dict(before[0])
         for group, saved in zip(optimizer.param_groups, before[1]):
             group.update(saved)
         return f"{type(error).__name__}: {error}"
