@@ -7,12 +7,15 @@ changes nothing of the user's.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
+from .validation import check_optimizer_settings
 
 # What loading a checkpoint reads, and the type each entry must have: a type (or a
 # tuple of them; None allows None), or a nested schema for a dict. "?" marks an
@@ -91,8 +94,49 @@ def _short(value: Any) -> str:
 
 
 def check_schema(payload: Dict[str, Any], path: str) -> None:
-    """Refuse a checkpoint dict that lacks an entry loading reads, or holds one of the wrong type."""
+    """Refuse a checkpoint dict that lacks an entry loading reads, holds one of the wrong type, optimizer
+    settings the optimizer itself would refuse, or a non-finite number in the model or optimizer state."""
     _check_entries(payload, SCHEMA, path, "")
+    optimizer = payload["optimizer"]
+    _check_settings(optimizer["settings"], path, "optimizer.settings")
+    for k, group in enumerate(optimizer["state"]["param_groups"]):
+        _check_settings({key: v for key, v in group.items() if key != "params"}, path,
+                        f"optimizer.state.param_groups[{k}]")
+    for key, tensor in payload["model"]["state"].items():
+        _check_finite(tensor, path, f"model.state.{key}")
+    # none of torch's optimizers (SGD, Adam, AdamW, RMSprop, Adagrad, L-BFGS, ...) keeps an infinite value
+    # in a state that a finite fit reached (pyfit's fits go back to the last finite epoch), so every
+    # number there must be finite; a scheduler's state may hold inf (ReduceLROnPlateau's best) and is not checked
+    for index, entries in optimizer["state"]["state"].items():
+        if isinstance(entries, dict):
+            for key, value in entries.items():
+                _check_finite(value, path, f"optimizer.state.state[{index!r}].{key}")
+
+
+def _check_settings(settings: Dict[str, Any], path: str, where: str) -> None:
+    """Optimizer settings by the rules of torch's optimizers, every number finite (a scheduler's too)."""
+    try:
+        check_optimizer_settings(settings, as_torch=True)
+    except InputError as error:
+        raise CheckpointError(f"{path!r} is damaged: {where}.{error}") from None
+    for key, value in settings.items():
+        _check_finite(value, path, f"{where}.{key}")
+
+
+def _check_finite(value: Any, path: str, where: str) -> None:
+    """Refuse inf or NaN in a number or tensor, or in the lists and tuples of them (L-BFGS keeps lists)."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, path, f"{where}[{i}]")
+        return
+    if isinstance(value, torch.Tensor):
+        bad = value.is_floating_point() or value.is_complex()
+        if bad and not bool(torch.isfinite(value).all()):
+            found = value[~torch.isfinite(value)].reshape(-1)[0].item()
+            raise CheckpointError(f"{path!r} is damaged: {where} holds a non-finite value ({found})")
+        return
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+        raise CheckpointError(f"{path!r} is damaged: {where} must be finite, got {value!r}")
 
 
 def check_restorable(payload: Dict[str, Any], path: str, *, model: nn.Module,

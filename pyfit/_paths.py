@@ -32,6 +32,7 @@ from ._fusable import fused_reduction
 from .callbacks import INTERRUPTED, NON_FINITE, FitState
 from .losses import MSELoss, SSELoss
 from .optimizers import SGD, requires_closure
+from .schedulers import step_or_undo, stop_after_failed_step
 
 # about this many multiply-adds per fused call keeps Ctrl-C and progress responsive
 _WORK_PER_CALL = 200_000_000
@@ -133,6 +134,8 @@ class FusedLinear(Runner):
         """
         group = self.optimizer.param_groups[0]
         settings = {key: group[key] for key in _KERNEL_SETTINGS}
+        # where a scheduler step fails, planning ends there and the fit stops after the planned epochs
+        self.scheduler_failure: Optional[str] = None
         if self.scheduler is None and not self.shuffled:  # nothing to plan per epoch
             return settings, torch.full((count,), float(group["lr"]), dtype=torch.float64), None
         if self.scheduler is not None:
@@ -146,7 +149,9 @@ class FusedLinear(Runner):
             if self.shuffled:
                 orders.append(_order(self.generator, self.features.shape[0]))
             if self.scheduler is not None:
-                self.scheduler.step()
+                self.scheduler_failure = step_or_undo(self.scheduler, self.optimizer)
+                if self.scheduler_failure is not None:
+                    break
                 if any(group[key] != settings[key] for key in _KERNEL_SETTINGS):
                     break
             if len(lrs) % _PLAN_CHECK_EVERY == 0 and interrupted():
@@ -195,6 +200,8 @@ class FusedLinear(Runner):
         state.epoch += done
         if done < len(values):
             state.stop(NON_FINITE, _non_finite_detail(values[done], state.epoch + 1))
+        elif self.scheduler_failure is not None:
+            stop_after_failed_step(state, self.scheduler_failure)
 
 
 def _match_prediction(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -309,8 +316,10 @@ class Autograd(Runner):
             state.history["loss"].append(loss)
             state.history["lr"].append(lr)
             state.epoch += 1
-            if self.scheduler is not None:
-                self.scheduler.step()
+            failure = None if self.scheduler is None else step_or_undo(self.scheduler, self.optimizer)
+            if failure is not None:
+                stop_after_failed_step(state, failure)
+                return
 
 
 def choose(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, *, precomputed_scheduler) -> Runner:

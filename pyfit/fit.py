@@ -29,7 +29,7 @@ from .predict import model_dtype_device
 from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
 from .result import FitResult
 from .scaling import with_scaling
-from .schedulers import EPOCH_ONLY, build_scheduler, try_scheduler
+from .schedulers import EPOCH_ONLY, build_scheduler, try_ready_scheduler, try_scheduler
 from .validation import (
     check_checkpoint_settings,
     check_epochs,
@@ -120,16 +120,20 @@ def _scheduler_factory(scheduler: Any, epochs: int, scheduler_kwargs: Dict[str, 
     raise TypeError(f"scheduler must be a registry name, a scheduler or a factory, got {type(scheduler).__name__}")
 
 
-def _check_scheduler(scheduler: Any, factory: Any, optimizer: torch.optim.Optimizer) -> Any:
-    """A scheduler like the fit's, built on a stand-in optimizer and stepped once; the user's own object as it is."""
+def _check_scheduler(scheduler: Any, factory: Any, optimizer: torch.optim.Optimizer, epochs: int,
+                     resuming: bool) -> Any:
+    """A scheduler like the fit's, built on a stand-in optimizer and stepped as the fit's epochs will step it;
+    the user's own object as it is (a copy of it is stepped, unless a checkpoint's state replaces its own)."""
     if factory is None:
         if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
             raise InputError(f"the {type(scheduler).__name__} given as scheduler steps another optimizer than "
                              "this fit's; build it on the optimizer you pass to fit")
+        if scheduler is not None and not resuming:
+            try_ready_scheduler(scheduler, optimizer, f"the {type(scheduler).__name__} given as scheduler", epochs)
         return scheduler
     what = f"the scheduler {scheduler!r}" if isinstance(scheduler, str) else \
         f"the scheduler factory {getattr(scheduler, '__name__', type(scheduler).__name__)}"
-    return try_scheduler(factory, optimizer, what)
+    return try_scheduler(factory, optimizer, what, steps=epochs)
 
 
 def optimizer_setting_changes(groups: List[Dict[str, Any]], settings: Dict[str, Any], scheduled: bool,
@@ -277,9 +281,12 @@ def fit(
     refused).
 
     Everything is checked before anything of the user's changes: a scheduler given
-    by name or factory is first built on a stand-in optimizer and stepped once,
-    and a resumed checkpoint must match the model and optimizer before any state
-    is loaded.
+    by name or factory (or a copy of one given ready) is first built on a stand-in
+    optimizer and stepped as the fit will step it (up to 10,000 epochs; OneCycleLR's
+    total_steps for any number), and a resumed checkpoint must match the model and
+    optimizer before any state is loaded. A scheduler whose step still fails
+    later stops the fit with ``stop_reason == "scheduler_failed"``, keeping the
+    model, optimizer and scheduler of the last good epoch.
 
     >>> import torch, pyfit
     >>> x = torch.rand(50); y = 3 * x + 0.8
@@ -332,7 +339,7 @@ def fit(
                                 batch_size)
     opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, resumed_settings)
     scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
-    scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt)
+    scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt, epochs, saved is not None)
 
     # validation first: a stopper that monitors val_loss reads what it records
     validation = Validation(loss_fn, X, y, X_val, y_val, metrics) if X_val is not None or metrics else None

@@ -20,6 +20,8 @@ from .registry import SCHEDULERS
 # a scheduler whose learning rates depend on the epoch alone can be replayed ahead
 # of time, which lets the fused path run many epochs in one call
 EPOCH_ONLY = "epoch_only"
+# a fit's stop_reason when its scheduler failed part-way (see step_or_stop)
+SCHEDULER_FAILED = "scheduler_failed"
 
 
 @SCHEDULERS.register("constant", description="keeps the learning rate unchanged", flags=(EPOCH_ONLY,))
@@ -109,27 +111,96 @@ class _StandIn(torch.optim.Optimizer):
         return None
 
 
-def try_scheduler(build: Callable[[torch.optim.Optimizer], Any], optimizer: torch.optim.Optimizer,
-                  what: str) -> Any:
-    """Build a scheduler with ``build`` on a stand-in for ``optimizer`` and step it once; returns it.
+# a scheduler is tried on its stand-in for as many steps as the fit will take, up to
+# this many (about 20 microseconds each); beyond it, known horizons are checked by name
+_TRIAL_STEPS = 10_000
 
-    Anything that fails (a setting torch refuses, a step that divides by zero) is an
-    InputError naming ``what``, raised before ``optimizer`` has been touched.
+
+def _horizon(scheduler: Any) -> Optional[tuple]:
+    """The number of steps a scheduler can take and the setting that fixes it, where torch refuses more."""
+    if isinstance(scheduler, lr_scheduler.OneCycleLR):
+        return scheduler.total_steps, f"total_steps={scheduler.total_steps} (or epochs * steps_per_epoch)"
+    return None
+
+
+def try_scheduler(build: Callable[[torch.optim.Optimizer], Any], optimizer: torch.optim.Optimizer,
+                  what: str, steps: int = 1) -> Any:
+    """Build a scheduler with ``build`` on a stand-in for ``optimizer`` and step it ``steps`` times; returns it.
+
+    ``steps`` is the number of epochs of the fit (one scheduler step each). Anything
+    that fails within them (a setting torch refuses, a step that divides by zero,
+    a horizon such as OneCycleLR's total_steps that is shorter than the fit) is an
+    InputError naming ``what``, raised before ``optimizer`` has been touched. Past
+    ``_TRIAL_STEPS`` steps only known horizons are checked; the fit itself stops
+    cleanly should a later step fail (:func:`step_or_undo`).
     """
     stand_in = _StandIn(optimizer)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scheduler = build(stand_in)
-            if not callable(getattr(scheduler, "step", None)):
-                raise InputError(f"{what} built a {type(scheduler).__name__}, which has no step()")
-            stand_in.step()
-            if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(1.0)
-            else:
-                scheduler.step()
-    except InputError:
-        raise
     except Exception as error:  # torch's own refusals are ValueError, TypeError, ZeroDivisionError, ...
         raise InputError(f"{what} cannot run with these settings: {type(error).__name__}: {error}") from None
+    if not callable(getattr(scheduler, "step", None)):
+        raise InputError(f"{what} built a {type(scheduler).__name__}, which has no step()")
+    _try_steps(scheduler, stand_in, what, steps)
     return scheduler
+
+
+def try_ready_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer, what: str, steps: int) -> None:
+    """Step a copy of a scheduler built on ``optimizer`` (the user's own object) as the fit will step it.
+
+    The copy steps a stand-in for ``optimizer``, so neither the scheduler nor the
+    optimizer changes; a failure is an InputError naming ``what``.
+    """
+    stand_in = _StandIn(optimizer)
+    try:
+        copied = copy.deepcopy(scheduler, memo={id(optimizer): stand_in})
+    except Exception:  # a scheduler that cannot be copied is tried by the fit itself (step_or_undo)
+        return
+    _try_steps(copied, stand_in, what, steps)
+
+
+def _try_steps(scheduler: Any, stand_in: torch.optim.Optimizer, what: str, steps: int) -> None:
+    horizon = _horizon(scheduler)
+    if horizon is not None and scheduler.last_epoch + steps > horizon[0]:
+        raise InputError(f"{what} can take {horizon[0] - scheduler.last_epoch} more step(s), one per epoch, with "
+                         f"{horizon[1]}; this fit runs {steps} epochs: give it a longer horizon or fewer epochs")
+    step = 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for step in range(1, max(1, min(steps, _TRIAL_STEPS)) + 1):
+                stand_in.step()
+                if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(1.0)
+                else:
+                    scheduler.step()
+    except Exception as error:
+        when = f" at its step after epoch {step}" if step > 1 else ""
+        raise InputError(f"{what} cannot run with these settings{when}: {type(error).__name__}: {error}") from None
+
+
+def step_or_undo(scheduler: Any, optimizer: torch.optim.Optimizer) -> Optional[str]:
+    """Step ``scheduler`` after an epoch; None when it stepped. Should it fail (past what was tried up
+    front), the scheduler and the param-group settings are put back as they were and the failure is
+    returned, for :func:`stop_after_failed_step`."""
+    # a scheduler of the user's own may have step() alone: its state cannot be put back
+    keeps_state = callable(getattr(scheduler, "state_dict", None)) and callable(getattr(scheduler, "load_state_dict",
+                                                                                        None))
+    before = scheduler.state_dict() if keeps_state else None, [dict(group) for group in optimizer.param_groups]
+    try:
+        scheduler.step()
+    except Exception as error:
+        if keeps_state:
+            scheduler.load_state_dict(before[0])
+        for group, saved in zip(optimizer.param_groups, before[1]):
+            group.update(saved)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def stop_after_failed_step(state: Any, failure: str) -> None:
+    """Stop a fit whose scheduler failed to step after its last epoch (``state.epoch``)."""
+    state.stop(SCHEDULER_FAILED, f"the scheduler's step after epoch {state.epoch} failed ({failure}); the model, "
+                                 "optimizer and scheduler keep their state from the end of that epoch")

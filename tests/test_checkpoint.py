@@ -265,7 +265,7 @@ def test_load_checkpoint_leaves_a_model_you_pass_untouched_when_it_refuses(tmp_p
         pyfit.load_checkpoint(path, model=model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert isinstance(refusal.value, pyfit.CheckpointError)
-    assert refusal.match("neg.pt.*optimizer 'sgd' cannot be rebuilt.*lr must be")
+    assert refusal.match("neg.pt.*optimizer.settings.lr must be a number >= 0, got -1.0")
 
 
 def _read_only(path):
@@ -313,3 +313,79 @@ def test_saving_again_keeps_the_files_permissions_and_writes_through_a_symlink(t
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     assert pyfit.load_checkpoint(target).epoch == 4
     assert sorted(os.listdir(tmp_path)) == ["link.pt", "real.pt"]
+
+
+def _lbfgs_checkpoint(tmp_path, change):
+    X, y = _data()
+    payload = read_checkpoint(pyfit.save_checkpoint(tmp_path / "lbfgs.pt", pyfit.fit(
+        "linear", X, y, epochs=2, optimizer="lbfgs", lr=0.5)))
+    change(payload)
+    torch.save(payload, tmp_path / "bad.pt")
+    return tmp_path / "bad.pt"
+
+
+def _group(payload):
+    return payload["optimizer"]["state"]["param_groups"][0]
+
+
+INF = float("inf")
+# each: the change to a momentum fit's checkpoint, and the entry the refusal must name
+BAD_CONTENTS = {
+    "optimizer.state.param_groups[0].lr must be a number, got str 'fast'": lambda p: _group(p).update(lr="fast"),
+    "optimizer.state.param_groups[0].momentum must be a number >= 0, got -5.0":
+        lambda p: _group(p).update(momentum=-5.0),
+    "optimizer.state.param_groups[0].weight_decay must be a number >= 0": lambda p: _group(p).update(
+        weight_decay=-0.1),
+    "optimizer.state.param_groups[0].nesterov=True needs dampening=0": lambda p: _group(p).update(
+        nesterov=True, dampening=0.5),
+    "optimizer.state.param_groups[0].lr must be finite, got inf": lambda p: _group(p).update(lr=INF),
+    "optimizer.state.param_groups[0].initial_lr must be finite, got nan": lambda p: _group(p).update(
+        initial_lr=float("nan")),
+    "optimizer.settings.momentum must be a number, got str": lambda p: p["optimizer"]["settings"].update(
+        momentum="0.9"),
+    "model.state.weight holds a non-finite value (inf)": lambda p: p["model"]["state"]["weight"].fill_(INF),
+    "model.state.bias holds a non-finite value (nan)": lambda p: p["model"]["state"]["bias"].fill_(float("nan")),
+    "optimizer.state.state[0].momentum_buffer holds a non-finite value (-inf)":
+        lambda p: p["optimizer"]["state"]["state"][0]["momentum_buffer"].fill_(-INF),
+}
+
+
+@pytest.mark.parametrize("entry", BAD_CONTENTS)
+def test_bad_settings_and_non_finite_states_are_refused_naming_the_entry_before_loading(tmp_path, entry):
+    path = _mutated(tmp_path, "bad.pt", BAD_CONTENTS[entry])
+    model = pyfit.Linear(2)  # matches the saved model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(pyfit.CheckpointError, match=f"bad.pt.*{re.escape(entry)}"):
+        pyfit.load_checkpoint(path, model=model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    X, y = _data()
+    optimizer = pyfit.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with pytest.raises(pyfit.CheckpointError, match=re.escape(entry)):
+        pyfit.fit(model, X, y, optimizer=optimizer, epochs=5, resume_from=str(path), scheduler="step",
+                  callbacks=[MustNotStart()])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert optimizer.param_groups[0]["lr"] == 0.05 and optimizer.param_groups[0]["momentum"] == 0.9
+    assert not optimizer.state
+
+
+@pytest.mark.parametrize("optimizer, settings", [
+    ("lbfgs", {}), ("adam", {"amsgrad": True}), ("adamw", {}), ("rmsprop", {"momentum": 0.5, "centered": True}),
+    ("adagrad", {}), ("sgd", {"momentum": 0.9, "nesterov": True}),
+])
+def test_every_built_in_optimizers_checkpoint_passes_the_checks_and_resumes(tmp_path, optimizer, settings):
+    X, y = _data()
+    kwargs = dict(optimizer=optimizer, lr=0.05, scheduler="reducelronplateau", **settings)
+    first = pyfit.fit("mlp", X, y, epochs=3, model_kwargs={"hidden": [3]}, seed=0, **kwargs)
+    path = pyfit.save_checkpoint(tmp_path / "fit.pt", first)
+    assert pyfit.load_checkpoint(path).epoch == 3
+    resumed = pyfit.fit(None, X, y, epochs=5, resume_from=path, **kwargs)
+    assert resumed.epochs == 5 and all(torch.isfinite(p).all() for p in resumed.model.parameters())
+
+
+def test_an_lbfgs_state_with_a_non_finite_vector_is_refused(tmp_path):
+    path = _lbfgs_checkpoint(tmp_path, lambda p: p["optimizer"]["state"]["state"][0]["old_dirs"][0].fill_(INF))
+    with pytest.raises(pyfit.CheckpointError, match=r"optimizer.state.state\[0\].old_dirs\[0\] holds a non-finite"):
+        pyfit.load_checkpoint(path)
+    path = _lbfgs_checkpoint(tmp_path, lambda p: p["optimizer"]["state"]["state"][0].update(prev_loss=INF))
+    with pytest.raises(pyfit.CheckpointError, match=r"optimizer.state.state\[0\].prev_loss must be finite"):
+        pyfit.load_checkpoint(path)

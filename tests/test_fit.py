@@ -366,3 +366,76 @@ def test_default_epochs_are_a_cap_and_given_epochs_all_run():
     assert given.stop_reason == "completed" and given.epochs == 300
     strict = pyfit.fit("linear", X, y, epochs=300, tol=1e-3, seed=0)
     assert strict.stop_reason == "converged" and strict.epochs % 20 == 0 and strict.epochs < 300
+
+
+# each: (the scheduler and its settings, epochs, the error's words); every step the fit
+# would take is tried first, so a scheduler that would fail part-way is refused up front
+SHORT_SCHEDULERS = {
+    "onecyclelr shorter than the fit": (dict(scheduler="onecyclelr", scheduler_kwargs={
+        "max_lr": 1.0, "total_steps": 3}), 5, "total_steps=3"),
+    "onecyclelr far shorter than a long fit": (dict(scheduler="onecyclelr", scheduler_kwargs={
+        "max_lr": 1.0, "total_steps": 15_000}), 20_000, "total_steps=15000"),
+    "factory that fails at its fifth step": (dict(scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda epoch: 1 / (5 - epoch))), 8, "after epoch 5: ZeroDivisionError"),
+}
+
+
+@pytest.mark.parametrize("case", SHORT_SCHEDULERS)
+def test_a_scheduler_that_would_fail_part_way_is_refused_before_any_state_changes(case, backend):
+    import copy
+
+    X, y = _refusal_data()
+    model, optimizer = _stepped_linear(X, y)
+    before = snapshot(model), copy.deepcopy(optimizer.state_dict())
+    settings, epochs, message = SHORT_SCHEDULERS[case]
+    with pytest.raises(pyfit.InputError, match=message):
+        pyfit.fit(model, X, y, optimizer=optimizer, epochs=epochs, callbacks=[MustNotStart()], **settings)
+    assert all(torch.equal(before[0][k], v) for k, v in snapshot(model).items())
+    assert optimizer.state_dict()["param_groups"] == before[1]["param_groups"]
+    assert all(torch.equal(before[1]["state"][i]["momentum_buffer"], s["momentum_buffer"])
+               for i, s in optimizer.state_dict()["state"].items())
+
+
+def test_a_scheduler_whose_horizon_is_the_fit_runs_to_the_end(backend):
+    X, y = _refusal_data()
+    result = pyfit.fit("linear", X, y, lr=0.05, epochs=5, scheduler="onecyclelr",
+                       scheduler_kwargs={"max_lr": 0.1, "total_steps": 5})
+    assert result.stop_reason == "completed" and result.epochs == 5
+
+
+def test_a_scheduler_object_that_would_fail_part_way_is_refused_and_left_as_it_was(backend):
+    X, y = _refusal_data()
+    model, optimizer = _stepped_linear(X, y)
+    before = snapshot(model)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=3)
+    lr, scheduler_state = optimizer.param_groups[0]["lr"], dict(scheduler.state_dict())
+    with pytest.raises(pyfit.InputError, match="OneCycleLR given as scheduler can take 3 more step.*total_steps=3"):
+        pyfit.fit(model, X, y, optimizer=optimizer, epochs=5, scheduler=scheduler, callbacks=[MustNotStart()])
+    assert all(torch.equal(before[k], v) for k, v in snapshot(model).items())
+    assert optimizer.param_groups[0]["lr"] == lr and scheduler.state_dict() == scheduler_state
+
+
+def _fails_after_epoch_five(optimizer):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 if epoch < 5 else 1 / (5 - epoch))
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_a_scheduler_that_fails_past_the_steps_tried_up_front_stops_the_fit_and_keeps_it(model, backend,
+                                                                                          monkeypatch):
+    import pyfit.schedulers
+
+    monkeypatch.setattr(pyfit.schedulers, "_TRIAL_STEPS", 3)  # stands for a fit longer than the trial
+    X, y = _refusal_data()
+    kwargs = dict(lr=0.05, momentum=0.9, seed=0, model_kwargs={"hidden": [3]} if model == "mlp" else {})
+    result = pyfit.fit(model, X, y, epochs=8, scheduler=_fails_after_epoch_five, **kwargs)
+    assert result.stop_reason == "scheduler_failed" and result.epochs == 5
+    assert "step after epoch 5 failed (ZeroDivisionError" in result.stop_detail
+    # the same as a fit of those five epochs with a scheduler that never fails
+    reference = pyfit.fit(model, X, y, epochs=5, scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda epoch: 1.0), **kwargs)
+    assert reference.backend == result.backend
+    assert result.history["loss"] == reference.history["loss"]
+    assert all(torch.equal(a, b) for a, b in zip(result.model.parameters(), reference.model.parameters()))
+    assert result.scheduler.last_epoch == 4 and result.optimizer.param_groups[0]["lr"] == 0.05
+    assert all(torch.equal(result.optimizer.state[a]["momentum_buffer"], reference.optimizer.state[b]["momentum_buffer"])
+               for a, b in zip(result.model.parameters(), reference.model.parameters()))
