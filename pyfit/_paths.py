@@ -103,7 +103,7 @@ class _Snapshot:
             self.targets = [torch.empty_like(t, memory_format=torch.preserve_format) for t in sources]
             self.sources = sources
         with torch.no_grad():
-            torch._foreach_copy_(self.targets, [t.detach() for t in sources])
+            torch._foreach_copy_(self.targets, sources)  # the params are detached, state needs no grad
         self.groups = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.scheduler_state = None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict())
         self.generator_state = None if self.generator is None else self.generator.get_state()
@@ -126,22 +126,31 @@ class _Snapshot:
             self.generator.set_state(self.generator_state)
 
 
-def _finite(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple:
-    """The loss as a float, and whether it and every parameter are finite: one reduction, one host sync.
+class _FiniteCheck:
+    """Whether an epoch's loss and the parameters after it are finite, with one reduction over the params.
 
     The largest magnitude of each parameter (``_foreach_norm`` of order inf) is
-    inf or NaN exactly when the parameter holds one, and never overflows.
+    inf or NaN exactly when the parameter holds one, and never overflows; the
+    largest of those propagates a NaN. What can be decided once per set of
+    params is decided here, not every epoch.
     """
-    with torch.no_grad():
-        detached = [p.detach() for p in params if p.numel()]  # an empty tensor has no largest value
-        devices = {p.device for p in detached}
-        if devices == {loss.device} and all(p.layout == torch.strided and p.dtype.is_floating_point
-                                            for p in detached):
-            largest = torch._foreach_norm(detached, math.inf)
-            values = torch.stack([loss, *largest]).tolist()  # promoted to the loss's float64
-            return values[0], all(math.isfinite(v) for v in values)
-        value = float(loss)  # parameters on several devices, sparse or complex: one check each
-        return value, math.isfinite(value) and all(bool(torch.isfinite(p).all()) for p in detached)
+
+    def __init__(self, params: Sequence[torch.Tensor]):
+        self.params = [p.detach() for p in params if p.numel()]  # an empty tensor has no largest value
+        self.one_reduction = len({p.device for p in self.params}) <= 1 and all(
+            p.layout == torch.strided and p.dtype.is_floating_point for p in self.params)
+
+    def __call__(self, loss: torch.Tensor) -> tuple:
+        """The loss as a float, and whether it and every parameter are finite."""
+        value = float(loss)
+        if not math.isfinite(value) or not self.params:
+            return value, math.isfinite(value)
+        with torch.no_grad():
+            if self.one_reduction:
+                largest = torch.stack(torch._foreach_norm(self.params, math.inf)).max().item()
+                return value, math.isfinite(largest)
+            # parameters on several devices, sparse or complex: one check each
+            return value, all(bool(torch.isfinite(p).all()) for p in self.params)
 
 
 def _non_finite_detail(loss: float, epoch: int) -> str:
@@ -284,6 +293,7 @@ class Autograd(Runner):
         # epochs check Ctrl-C between them, and a callback that must see each epoch makes calls of one
         self.max_epochs_per_call = _EPOCHS_PER_AUTOGRAD_CALL
         self.before: Optional[_Snapshot] = None
+        self.finite: Optional[_FiniteCheck] = None
         # a forward pass costs about 2 FLOPs per parameter per row, its backward twice that
         self.work_per_step = 6 * self.batch_size * sum(p.numel() for p in model.parameters())
         self.needs_closure = requires_closure(optimizer)
@@ -372,22 +382,26 @@ class Autograd(Runner):
         if kept is None or len(kept.live) != len(params) or any(a is not b for a, b in zip(kept.live, params)):
             kept = self.before = _Snapshot(params, self.optimizer,
                                            generator=self.generator if self.shuffled else None)
+            self.finite = _FiniteCheck(params)
         else:
             kept.take()
         return kept
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
-        self.model.train()  # callbacks between calls may have put it in eval mode; epochs do not
+        # callbacks between calls may change the mode, the params or the optimizer; nothing inside a call does
+        self.model.train()
+        before = self._snapshot()
         for done in range(count):
-            if done and interrupted():  # run() reports it, after the epochs done
-                return
-            before = self._snapshot()
+            if done:
+                if interrupted():  # run() reports it, after the epochs done
+                    return
+                before.take()
             lr = float(self.optimizer.param_groups[0]["lr"])
             total = self._epoch(interrupted)
             if total is None:
                 state.stop(INTERRUPTED, f"interrupted during epoch {state.epoch + 1}, which is not counted")
                 return
-            loss, finite = _finite(total, before.params)
+            loss, finite = self.finite(total)
             if not finite:
                 # the scheduler has not stepped for this epoch; the rest goes back here
                 before.restore()
