@@ -142,15 +142,20 @@ class _FiniteCheck:
 
     def __call__(self, loss: torch.Tensor) -> tuple:
         """The loss as a float, and whether it and every parameter are finite."""
-        value = float(loss)
-        if not math.isfinite(value) or not self.params:
+        if not self.params:
+            value = float(loss)
             return value, math.isfinite(value)
         with torch.no_grad():
             if self.one_reduction:
-                largest = torch.stack(torch._foreach_norm(self.params, math.inf)).max().item()
-                return value, math.isfinite(largest)
+                largest = torch.stack(torch._foreach_norm(self.params, math.inf)).max()
+                if loss.is_cpu and largest.is_cpu:  # reading a CPU value costs no wait
+                    value, largest = float(loss), float(largest)
+                else:  # one wait for the device, for both values
+                    value, largest = torch.stack([loss, largest.to(loss)]).tolist()
+                return value, math.isfinite(value) and math.isfinite(largest)
             # parameters on several devices, sparse or complex: one check each
-            return value, all(bool(torch.isfinite(p).all()) for p in self.params)
+            value = float(loss)
+            return value, math.isfinite(value) and all(bool(torch.isfinite(p).all()) for p in self.params)
 
 
 def _non_finite_detail(loss: float, epoch: int) -> str:
