@@ -158,6 +158,79 @@ def mse(repeats: int, device: str, n: int = 16_777_216) -> Dict[str, float]:
                        repeats, sync)
 
 
+# -- small autograd fits: scikit-learn's diabetes data -------------------------------------
+DIABETES_WORKLOADS = {  # name: (model, pyfit loss, torch loss, optimizer, lr)
+    "MLP 10-32-1, mse, adam": ("mlp", "mse", F.mse_loss, "adam", 1e-3),
+    "linear, mse, adam": ("linear", "mse", F.mse_loss, "adam", 1e-2),
+    "linear, mae, sgd": ("linear", "mae", F.l1_loss, "sgd", 1e-2),
+    "linear, mse, sgd (fused)": ("linear", "mse", F.mse_loss, "sgd", 1e-2),
+}
+TORCH_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def diabetes(repeats: int, workload: str, epochs: int = 500) -> Dict[str, float]:
+    """The loop a user writes by hand against pyfit.fit, with the same model, data, optimizer and lr."""
+    from sklearn.datasets import load_diabetes
+
+    features, target = load_diabetes(return_X_y=True)
+    X = torch.tensor(features, dtype=torch.float32)
+    X = (X - X.mean(0)) / X.std(0)
+    y = torch.tensor(target, dtype=torch.float32)
+    y = (y - y.mean()) / y.std()
+    kind, loss_name, torch_loss, optimizer, lr = DIABETES_WORKLOADS[workload]
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        if kind == "mlp":
+            return torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+        return torch.nn.Linear(10, 1)
+
+    def hand_loop():
+        net = model()
+        opt = TORCH_OPTIMIZERS[optimizer](net.parameters(), lr=lr)
+        Y = y.unsqueeze(1)
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss = torch_loss(net(X), Y)
+            loss.backward()
+            opt.step()
+
+    def pyfit_model() -> torch.nn.Module:
+        if kind == "mlp":
+            return model()
+        linear = pyfit.Linear(10)  # declares itself linear in its parameters: the fused loop may take it
+        linear.load_state_dict(model().state_dict())
+        return linear
+
+    def pyfit_fit():
+        # an explicit lr and tol=None: the same epochs of the same work as the loop
+        pyfit.fit(pyfit_model(), X, y, loss=loss_name, optimizer=optimizer, lr=lr, epochs=epochs, tol=None)
+
+    return interleaved({"hand-written torch loop": hand_loop, "pyfit.fit": pyfit_fit}, repeats)
+
+
+def diabetes_report(repeats: int, report) -> None:
+    """Each workload on one thread (pyfit's own cost) and on torch's thread setting (what a user gets)."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        print("\nscikit-learn is not installed: no diabetes workloads")
+        return
+    available = torch.get_num_threads()
+    for threads in sorted({1, available}):
+        torch.set_num_threads(threads)
+        try:
+            for workload in DIABETES_WORKLOADS:
+                t = diabetes(repeats, workload)
+                ratio = t["pyfit.fit"] / t["hand-written torch loop"]
+                target = " (target <= 1x)" if workload.startswith("MLP") else ""
+                report(f"diabetes 442 x 10, 500 full-batch epochs, {workload}, torch set to {threads} "
+                       f"thread(s) (cpu)", t, [f"pyfit.fit takes {ratio:.2f}x the time of the hand-written loop"
+                                               f"{target}"])
+        finally:
+            torch.set_num_threads(available)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -178,6 +251,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="where to write the results")
+    parser.add_argument("--diabetes-only", action="store_true",
+                        help="only the small autograd fits on the diabetes data; print, write nothing")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 11
 
@@ -190,6 +265,9 @@ def main(argv=None) -> int:
         summaries.append((workload, times, targets))
 
     summaries = []
+    if args.diabetes_only:
+        diabetes_report(repeats, report)
+        return 0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     t = seed000(repeats)
     report("seed 000: 50 points, 3000 full-batch SGD steps (cpu)", t, [
@@ -215,6 +293,8 @@ def main(argv=None) -> int:
             f"pyfit is {t['F.mse_loss + backward'] / t['pyfit.ops.mse_loss + backward']:.2f}x faster than "
             "F.mse_loss + backward (target >= 3x)",
         ])
+
+    diabetes_report(repeats, report)
 
     lines = ["# pyfit benchmark results", "", f"Machine: {machine()}", "",
              f"Command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`; medians of "

@@ -40,6 +40,8 @@ _WORK_PER_CALL = 200_000_000
 # orders): these bound that loop's time and the orders' memory (int64 indices)
 _EPOCHS_PER_CALL = 1 << 16
 _ORDER_ENTRIES_PER_CALL = 1 << 20
+# an autograd call's epochs share one run of the loop in run(); a snapshot is taken per epoch
+_EPOCHS_PER_AUTOGRAD_CALL = 64
 # planning looks at Ctrl-C this often (epochs)
 _PLAN_CHECK_EVERY = 256
 # the param-group settings the fused kernel reads once per call; the learning rate
@@ -55,36 +57,106 @@ def _order(generator: torch.Generator, n: int) -> torch.Tensor:
 class _Snapshot:
     """Parameters, optimizer state, param-group settings, scheduler and row-order generator, to go back to.
 
-    Tensors are cloned one by one (no walk through Python objects); the scheduler's
-    small state_dict is copied.
+    The tensors are copied into buffers the snapshot keeps, all in one foreach
+    copy; ``take`` refreshes it in place, so a snapshot taken every epoch
+    allocates nothing once the optimizer's state exists. The scheduler's small
+    state_dict is copied.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any = None,
                  generator: Optional[torch.Generator] = None):
-        self.params = [(p, p.detach().clone()) for p in params]
-        self.owned = [p for group in optimizer.param_groups for p in group["params"]]
-        self.state = {p: {k: (v.clone() if isinstance(v, torch.Tensor) else copy.copy(v))
-                          for k, v in optimizer.state[p].items()}
-                      for p in self.owned if p in optimizer.state}
-        self.groups = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
-        self.scheduler_state = None if scheduler is None else copy.deepcopy(scheduler.state_dict())
-        self.generator_state = None if generator is None else generator.get_state()
+        self.live = list(params)  # as given, to tell whether a later call has the same ones
+        self.params, self.optimizer = [p.detach() for p in self.live], optimizer
+        self.scheduler, self.generator = scheduler, generator
+        self.sources: List[torch.Tensor] = []  # what the last take copied, in order
+        self.targets: List[torch.Tensor] = []  # where to: the params' copies, then the state's
+        self.take()
 
-    def restore(self, optimizer: torch.optim.Optimizer, scheduler: Any = None,
-                generator: Optional[torch.Generator] = None) -> None:
+    def _walk(self):
+        """The tensors to copy (params, then the optimizer's state tensors) and the state's layout: for
+        each param with state, its entries in order, a tensor as its index into the tensors, another
+        value as a copy."""
+        sources = list(self.params)
+        layout = []
+        state = self.optimizer.state
+        self.owned = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for p in self.owned:
+            if p in state:
+                entries = []
+                for key, value in state[p].items():
+                    if isinstance(value, torch.Tensor):
+                        entries.append((key, len(sources), None))
+                        sources.append(value)
+                    else:
+                        entries.append((key, None, copy.copy(value)))
+                layout.append((p, entries))
+        return sources, layout
+
+    def take(self) -> None:
+        """Record the state as it is now (replacing what was recorded)."""
+        sources, self.layout = self._walk()
+        # optimizers update their state in place: after the first steps the same tensors come back,
+        # and the buffers fit them as they are
+        same = len(sources) == len(self.sources) and all(
+            a is b and a.shape == t.shape and a.dtype == t.dtype
+            for a, b, t in zip(sources, self.sources, self.targets))
+        if not same:
+            self.targets = [torch.empty_like(t, memory_format=torch.preserve_format) for t in sources]
+            self.sources = sources
+        with torch.no_grad():
+            torch._foreach_copy_(self.targets, sources)  # the params are detached, state needs no grad
+        self.groups = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        self.scheduler_state = None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict())
+        self.generator_state = None if self.generator is None else self.generator.get_state()
+
+    def restore(self) -> None:
         """Put everything back; the snapshot's tensors become the live state (use it once)."""
         with torch.no_grad():
-            for p, old in self.params:
-                p.copy_(old)
+            torch._foreach_copy_(self.params, self.targets[:len(self.params)])
+        optimizer = self.optimizer
         for p in self.owned:
             optimizer.state.pop(p, None)
-        optimizer.state.update(self.state)
+        for p, entries in self.layout:
+            optimizer.state[p] = {key: value if index is None else self.targets[index]
+                                  for key, index, value in entries}
         for group, saved in zip(optimizer.param_groups, self.groups):
             group.update(saved)
-        if scheduler is not None:
-            scheduler.load_state_dict(self.scheduler_state)
-        if generator is not None:
-            generator.set_state(self.generator_state)
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(self.scheduler_state)
+        if self.generator is not None:
+            self.generator.set_state(self.generator_state)
+
+
+class _FiniteCheck:
+    """Whether an epoch's loss and the parameters after it are finite, with one reduction over the params.
+
+    The largest magnitude of each parameter (``_foreach_norm`` of order inf) is
+    inf or NaN exactly when the parameter holds one, and never overflows; the
+    largest of those propagates a NaN. What can be decided once per set of
+    params is decided here, not every epoch.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor]):
+        self.params = [p.detach() for p in params if p.numel()]  # an empty tensor has no largest value
+        self.one_reduction = len({p.device for p in self.params}) <= 1 and all(
+            p.layout == torch.strided and p.dtype.is_floating_point for p in self.params)
+
+    def __call__(self, loss: torch.Tensor) -> tuple:
+        """The loss as a float, and whether it and every parameter are finite."""
+        if not self.params:
+            value = float(loss)
+            return value, math.isfinite(value)
+        with torch.no_grad():
+            if self.one_reduction:
+                largest = torch.stack(torch._foreach_norm(self.params, math.inf)).max()
+                if loss.is_cpu and largest.is_cpu:  # reading a CPU value costs no wait
+                    value, largest = float(loss), float(largest)
+                else:  # one wait for the device, for both values
+                    value, largest = torch.stack([loss, largest.to(loss)]).tolist()
+                return value, math.isfinite(value) and math.isfinite(largest)
+            # parameters on several devices, sparse or complex: one check each
+            value = float(loss)
+            return value, math.isfinite(value) and all(bool(torch.isfinite(p).all()) for p in self.params)
 
 
 def _non_finite_detail(loss: float, epoch: int) -> str:
@@ -94,7 +166,8 @@ def _non_finite_detail(loss: float, epoch: int) -> str:
 
 class Runner:
     name = "runner"
-    work_per_epoch = 1
+    work_per_epoch = 1  # what one epoch costs, in the units of _WORK_PER_CALL
+    work_per_step = 1  # floating-point operations of one optimizer step, to choose the thread count from
     max_epochs_per_call = 1
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
@@ -122,6 +195,8 @@ class FusedLinear(Runner):
         self.shuffled = shuffle and self.batch_size is not None
         self.generator = generator
         self.work_per_epoch = self.features.numel() * self.targets.shape[1]
+        # residuals and gradient: 4 FLOPs per feature, output and row of a batch
+        self.work_per_step = 4 * (self.batch_size or n) * self.features.shape[1] * self.targets.shape[1]
         self.max_epochs_per_call = _EPOCHS_PER_CALL
         if self.shuffled:
             self.max_epochs_per_call = max(1, min(_EPOCHS_PER_CALL, _ORDER_ENTRIES_PER_CALL // max(n, 1)))
@@ -192,7 +267,7 @@ class FusedLinear(Runner):
             # and the plan ran ahead of it; go back to the call's start and replay the
             # finite epochs (the kernel is deterministic), so that parameters, buffers,
             # scheduler and generator all end where the failed epoch began
-            before.restore(self.optimizer, self.scheduler, self.generator)
+            before.restore()
             if done:
                 self._fit(*self._plan(done, lambda: False))
         state.history["loss"].extend(values[:done])
@@ -223,9 +298,16 @@ class Autograd(Runner):
         self.X, self.y = X, y
         n = X.shape[0]
         self.batch_size = n if batch_size is None or batch_size >= n else batch_size
-        self.shuffle, self.generator = shuffle, generator
+        self.generator = generator
+        self.shuffled = shuffle and self.batch_size < n
         self.sum_reduction = getattr(loss_fn, "reduction", "mean") == "sum"
         self.work_per_epoch = X.numel()
+        # epochs check Ctrl-C between them, and a callback that must see each epoch makes calls of one
+        self.max_epochs_per_call = _EPOCHS_PER_AUTOGRAD_CALL
+        self.before: Optional[_Snapshot] = None
+        self.finite: Optional[_FiniteCheck] = None
+        # a forward pass costs about 2 FLOPs per parameter per row, its backward twice that
+        self.work_per_step = 6 * self.batch_size * sum(p.numel() for p in model.parameters())
         self.needs_closure = requires_closure(optimizer)
         uses_fused_ops = isinstance(loss_fn, (MSELoss, SSELoss)) or isinstance(optimizer, SGD)
         self.name = f"{ops.backend() if uses_fused_ops else 'torch'}:autograd"
@@ -268,12 +350,12 @@ class Autograd(Runner):
                                "step never called it")
         return losses[0]
 
-    def _epoch(self, interrupted: Callable[[], bool]) -> Optional[float]:
-        """One epoch; returns its loss, or None when interrupted part-way."""
+    def _epoch(self, interrupted: Callable[[], bool]) -> Optional[torch.Tensor]:
+        """One epoch; returns its loss (a float64 tensor on the data's device: no host sync here), inf when
+        a step overflowed, or None when interrupted part-way."""
         n = self.X.shape[0]
-        order = _order(self.generator, n) if self.shuffle and self.batch_size < n else None
-        total = torch.zeros((), dtype=torch.float64, device=self.X.device)
-        self.model.train()
+        order = _order(self.generator, n) if self.shuffled else None
+        total = None
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
             if order is None:
@@ -290,27 +372,52 @@ class Autograd(Runner):
                 if not self._step():
                     loss = None
             if loss is None:  # the step overflowed
-                return math.inf
-            total += loss.detach().double() * (1.0 if self.sum_reduction else (stop - start) / n)
+                return torch.full((), math.inf, dtype=torch.float64, device=self.X.device)
+            part = loss.detach().double()
+            if start == 0 and stop == n:  # full batch: the loss is the epoch's
+                total = part
+            else:
+                if total is None:
+                    total = torch.zeros((), dtype=torch.float64, device=self.X.device)
+                total += part * (1.0 if self.sum_reduction else (stop - start) / n)
             if interrupted() and stop < n:
                 return None
-        return float(total)
+        return total
 
-    def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
+    def _snapshot(self) -> _Snapshot:
+        """The snapshot the epochs refresh: kept between calls, so its buffers are allocated once."""
         # the model's parameters and any others the optimizer updates
         params = list(self.model.parameters())
         known = {id(p) for p in params}
         params += [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in known]
-        for _ in range(count):
-            before = _Snapshot(params, self.optimizer, generator=self.generator)
+        kept = self.before
+        if kept is None or len(kept.live) != len(params) or any(a is not b for a, b in zip(kept.live, params)):
+            kept = self.before = _Snapshot(params, self.optimizer,
+                                           generator=self.generator if self.shuffled else None)
+            self.finite = _FiniteCheck(params)
+        else:
+            kept.take()
+        return kept
+
+    def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
+        # callbacks between calls may change the mode, the params or the optimizer; nothing inside a call does
+        self.model.train()
+        before = self._snapshot()
+        for done in range(count):
+            if done:
+                if interrupted():  # run() reports it, after the epochs done
+                    return
+                before.take()
             lr = float(self.optimizer.param_groups[0]["lr"])
-            loss = self._epoch(interrupted)
-            if loss is None:
+            total = self._epoch(interrupted)
+            if total is None:
                 state.stop(INTERRUPTED, f"interrupted during epoch {state.epoch + 1}, which is not counted")
                 return
-            if not math.isfinite(loss) or not all(bool(torch.isfinite(p).all()) for p in params):
+            loss, finite = self.finite(total)
+            if not finite:
                 # the scheduler has not stepped for this epoch; the rest goes back here
-                before.restore(self.optimizer, generator=self.generator)
+                before.restore()
+                self.before = None
                 state.stop(NON_FINITE, _non_finite_detail(loss, state.epoch + 1))
                 return
             state.history["loss"].append(loss)

@@ -30,6 +30,7 @@ from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
 from .result import FitResult
 from .scaling import with_scaling
 from .schedulers import EPOCH_ONLY, build_scheduler, try_ready_scheduler, try_scheduler
+from .threads import fit_threads
 from .validation import (
     check_checkpoint_settings,
     check_epochs,
@@ -228,6 +229,7 @@ def fit(
     checkpoint: Optional[str] = None,
     checkpoint_every: Optional[int] = None,
     resume_from: Optional[str] = None,
+    threads: Optional[int] = None,
     **optimizer_kwargs: Any,
 ) -> FitResult:
     """Fit ``model`` to ``(X, y)`` and return a :class:`FitResult`.
@@ -288,6 +290,10 @@ def fit(
     later stops the fit with ``stop_reason == "scheduler_failed"``, keeping the
     model, optimizer and scheduler of the last good epoch.
 
+    The epochs run on as many CPU threads as their work per step pays for (at most
+    ``torch.get_num_threads()``, which is the same after the fit); ``threads=N``
+    runs them on N.
+
     >>> import torch, pyfit
     >>> x = torch.rand(50); y = 3 * x + 0.8
     >>> result = pyfit.fit("linear", x, y, lr=0.1, epochs=3000, seed=0)
@@ -300,6 +306,7 @@ def fit(
         check_epochs(epochs)
     check_fit_keywords(optimizer, optimizer_kwargs, FIT_PARAMETERS)
     check_positive_int("batch_size", batch_size, allow_none=True)
+    check_positive_int("threads", threads, allow_none=True)
     if lr is not None and isinstance(lr, str) and lr != "auto":
         raise InputError(f"lr must be a number or 'auto', got {lr!r}")
     if standardize is not None and not isinstance(standardize, bool):
@@ -390,7 +397,8 @@ def fit(
         )
 
     save = (lambda _: save_checkpoint(checkpoint, result())) if checkpoint is not None else None
-    _paths.run(runner, state, callbacks, progress, checkpoint_every=checkpoint_every, save=save)
+    with fit_threads(runner.work_per_step, threads):
+        _paths.run(runner, state, callbacks, progress, checkpoint_every=checkpoint_every, save=save)
     if state.stop_reason is None:
         state.stop(COMPLETED)
     final = result()

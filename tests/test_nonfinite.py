@@ -108,3 +108,61 @@ def test_an_optimizer_step_that_overflows_stops_non_finite_and_changes_nothing()
     assert result.stop_reason == "non_finite" and result.epochs == 0
     assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start))
     assert result.optimizer.state_dict()["state"] == {}
+
+
+class _PoisonedAdam(torch.optim.Adam):
+    """Adam whose ``poison_at``-th step leaves NaN in the last parameter: the loss of that epoch,
+    measured before the step, is still finite."""
+
+    poison_at = 70  # past the first run of epochs, so the guard's buffers have been reused
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = super().step(closure)
+        self.steps += 1
+        if self.steps == self.poison_at:
+            self.param_groups[-1]["params"][-1].fill_(float("nan"))
+        return loss
+
+
+class _WithEmptyParameter(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        self.nothing = torch.nn.Parameter(torch.empty(0))  # has no value that could be non-finite
+
+    def forward(self, X):
+        return self.body(X)
+
+
+def _mlp_fit(epochs):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 2, generator=g)
+    y = X @ torch.tensor([[1.0], [-2.0]]) + 0.5
+    torch.manual_seed(0)
+    model = _WithEmptyParameter()
+    opt = _PoisonedAdam(model.parameters(), lr=0.01)
+    return pyfit.fit(model, X, y, optimizer=opt, epochs=epochs, scheduler="exponential",
+                     scheduler_kwargs={"gamma": 0.99})
+
+
+def test_a_parameter_that_turns_non_finite_under_a_finite_loss_stops_the_fit_at_the_epoch_before():
+    stopped = _mlp_fit(200)
+    assert stopped.stop_reason == "non_finite"
+    assert stopped.epochs == _PoisonedAdam.poison_at - 1
+    clean = _mlp_fit(stopped.epochs)
+    assert clean.stop_reason == "completed"
+    assert stopped.history == clean.history
+    for a, b in zip(stopped.model.parameters(), clean.model.parameters()):
+        assert torch.equal(a, b)
+    _assert_same_tree(stopped.optimizer.state_dict(), clean.optimizer.state_dict())
+    _assert_same_tree(stopped.scheduler.state_dict(), clean.scheduler.state_dict())
+    # the restored state is the optimizer's own: another step changes the parameters, as Adam's does
+    before = [p.detach().clone() for p in stopped.model.parameters()]
+    stopped.model(torch.ones(3, 2)).sum().backward()
+    torch.optim.Adam.step(stopped.optimizer)
+    assert not torch.equal(before[0], stopped.model.body[0].weight)
