@@ -5,62 +5,111 @@
 >>> result = pyfit.fit("linear", x, y, lr=0.1, epochs=3000, seed=0)
 >>> round(result.model.weight.item(), 2)
 3.0
+
+The public names below are imported on their first use (PEP 562), not by
+``import pyfit``: the ``pyfit`` command imports this package before its parser,
+and ``pyfit --help`` or a usage error must not wait seconds for torch.
 """
 
+import importlib
+import sys
+import types
+from typing import Any, List
+
 from ._version import __version__
-from . import ops
-from .callbacks import BestParameters
-from .callbacks import Callback
-from .callbacks import Convergence
-from .callbacks import EarlyStopping
-from .callbacks import FitState
-from .callbacks import LRScheduling
-from .checkpoint import Checkpoint
-from .checkpoint import load_checkpoint
-from .checkpoint import save_checkpoint
-from .compare import Comparison
-from .compare import compare
-from .data import Dataset
-from .data import load_data
-from .errors import CheckpointError
-from .errors import DataError
-from .errors import InputError
-from .errors import PluginError
-from .errors import UnknownNameError
-from .fit import fit
-from .learning_rate import LRFinder
-from .learning_rate import find_lr
-from .losses import LossFunction
-from .losses import build_loss
-from .models import MLP
-from .models import Linear
-from .models import Polynomial
-from .models import build_model
-from .optimizers import SGD
-from .optimizers import build_optimizer
-from .plot import plot_fit
-from .plot import plot_loss
-from .plot import plot_losses
-from .plot import plot_predictions
-from .predict import predict
-from .registry import LOSSES
-from .registry import MODELS
-from .registry import OPTIMIZERS
-from .registry import SCHEDULERS
-from .registry import Registry
-from .result import FitResult
-from .schedulers import build_scheduler
+
+# each public name -> the module that defines it; the first use of any of them imports
+# them all, in this order, as `import pyfit` once did: the registries then hold every built-in
+_HOMES = {
+    "ops": "ops",
+    "BestParameters": "callbacks",
+    "Callback": "callbacks",
+    "Convergence": "callbacks",
+    "EarlyStopping": "callbacks",
+    "FitState": "callbacks",
+    "LRScheduling": "callbacks",
+    "Checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "Comparison": "compare",
+    "compare": "compare",
+    "Dataset": "data",
+    "load_data": "data",
+    "CheckpointError": "errors",
+    "DataError": "errors",
+    "InputError": "errors",
+    "PluginError": "errors",
+    "UnknownNameError": "errors",
+    "fit": "fit",
+    "LRFinder": "learning_rate",
+    "find_lr": "learning_rate",
+    "LossFunction": "losses",
+    "build_loss": "losses",
+    "MLP": "models",
+    "Linear": "models",
+    "Polynomial": "models",
+    "build_model": "models",
+    "SGD": "optimizers",
+    "build_optimizer": "optimizers",
+    "plot_fit": "plot",
+    "plot_loss": "plot",
+    "plot_losses": "plot",
+    "plot_predictions": "plot",
+    "predict": "predict",
+    "LOSSES": "registry",
+    "MODELS": "registry",
+    "OPTIMIZERS": "registry",
+    "SCHEDULERS": "registry",
+    "Registry": "registry",
+    "FitResult": "result",
+    "build_scheduler": "schedulers",
+}
 
 
-def __getattr__(name: str):
+def _import_public_names() -> None:
+    # torch imports its compiler stack (about two seconds) the first time a process
+    # builds an optimizer: torch.optim.Optimizer's methods are wrapped in
+    # torch._disable_dynamo. Importing it here, with the rest of pyfit, keeps those
+    # seconds out of the first fit's FitResult.seconds.
+    importlib.import_module("torch._dynamo")
+    for name, home in _HOMES.items():
+        module = importlib.import_module(f"{__name__}.{home}")
+        globals()[name] = module if name == "ops" else getattr(module, name)
+
+
+def __getattr__(name: str) -> Any:
     # Regressor needs scikit-learn, an optional extra: import it on first use only,
-    # so that `import pyfit` never imports sklearn
+    # so that using pyfit never imports sklearn
     if name == "Regressor":
+        _import_public_names()
         from .estimator import Regressor
 
+        globals()[name] = Regressor
         return Regressor
-    raise AttributeError(f"module 'pyfit' has no attribute {name!r}")
+    if name not in _HOMES:
+        raise AttributeError(f"module 'pyfit' has no attribute {name!r}")
+    if name == "ops":  # the subpackage alone: pyfit's own modules `from . import ops` while they load
+        return importlib.import_module(f"{__name__}.ops")
+    _import_public_names()
+    return globals()[name]
 
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """pyfit itself. Importing a submodule binds it to the package's attribute of the
+    same name; ``pyfit.fit``, ``pyfit.compare`` and ``pyfit.predict`` must stay the
+    functions, whichever of their modules is imported first."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) == name != "ops":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "BestParameters",

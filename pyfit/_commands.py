@@ -3,6 +3,10 @@
 Each command takes the parsed arguments and the parser (for usage errors, exit
 status 2) and returns the exit status; errors are raised and ``cli.main`` turns
 them into one line on stderr.
+
+torch is imported inside the commands, once a usage error can no longer cut the
+run short: a mistyped flag is reported in a fraction of a second, not after torch's
+seconds of start-up.
 """
 
 from __future__ import annotations
@@ -14,9 +18,8 @@ import os
 import platform
 import re
 import sys
+import time
 from typing import Any, Dict, List, Optional
-
-import torch
 
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _key_values, parse_value
 
@@ -42,6 +45,8 @@ def _finite(value: float) -> Optional[float]:
 
 def demo(args, parser) -> int:
     """Fit y = 3x + 0.8 on 50 points, print the parameters, save the two plots."""
+    import torch
+
     import pyfit
     from .errors import InputError
     from .validation import check_epochs, check_positive, check_seed
@@ -95,8 +100,6 @@ def _read_config(path: str, parser) -> Dict[str, Any]:
 
 def _settings(args, parser) -> Dict[str, Any]:
     """The fit's settings: flags, then --config, then the --resume checkpoint's, then the defaults."""
-    from .checkpoint import read_checkpoint
-
     config = _read_config(args.config, parser) if args.config else {}
     flag_tables = {dest: _key_values(getattr(args, dest), "--" + dest.replace("_", "-"), parser)
                    for dest in _ARG_TABLES}
@@ -107,7 +110,11 @@ def _settings(args, parser) -> Dict[str, Any]:
                         **flag_tables[dest]}
     merged["json"] = bool(args.json or config.get("json"))
     merged["quiet"] = bool(args.quiet or config.get("quiet"))
-    saved = read_checkpoint(merged["resume"]) if merged["resume"] else None
+    saved = None
+    if merged["resume"]:
+        from .checkpoint import read_checkpoint
+
+        saved = read_checkpoint(merged["resume"])
     if saved is not None:
         old, meta = saved["config"], saved.get("metadata") or {}
         # not lr or the optimizer's settings: the resumed optimizer keeps its own unless a flag changes them
@@ -135,8 +142,8 @@ def _settings(args, parser) -> Dict[str, Any]:
 
 def _check_usage(s: Dict[str, Any], parser) -> None:
     """Every setting the user gave, checked before any data is read: a bad one is a usage error (exit 2)."""
+    from pyfit import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS  # with every built-in registered
     from .errors import InputError, UnknownNameError
-    from .registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
     from .validation import (check_checkpoint_target, check_epochs, check_keywords, check_non_negative,
                              check_optimizer_settings,
                              check_positive, check_positive_int, check_scheduler_settings, check_seed)
@@ -173,6 +180,8 @@ def _check_usage(s: Dict[str, Any], parser) -> None:
 
 def _fit_dtype(saved: Optional[Dict[str, Any]]) -> torch.dtype:
     """The dtype the fit computes in: a resumed model's, else torch's default."""
+    import torch
+
     name = saved["model"]["dtype"] if saved is not None else None
     dtype = getattr(torch, name, None) if isinstance(name, str) else None
     return dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
@@ -212,12 +221,14 @@ class _Announce:
 
 def fit(args, parser) -> int:
     """Fit a model to a data file; summary or JSON on stdout, the checkpoint and plots where asked."""
+    s = _settings(args, parser)  # usage errors first, before torch is imported
+
     import pyfit
     from .data import load_data
     from .fit import DEFAULT_N_ITER_NO_CHANGE
     from .outcome import has_diverged
 
-    s = _settings(args, parser)
+    s["start_up"] = time.perf_counter() - args.started  # _settings' checks have imported torch and pyfit
     data = load_data(args.data, s["target"], s["features"], dtype=s["dtype"])
     held_out = s["validation_split"] is not None
     callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"], monitor="val_loss" if held_out else "loss",
@@ -271,7 +282,8 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
             "val_r2": _finite(result.scores.get("val_r2", math.nan)), "val_loss":
                 _finite(result.scores.get("val_loss", math.nan)), "epochs": result.epochs,
             "stop_reason": result.stop_reason, "stop_detail": result.stop_detail, "backend": result.backend,
-            "seconds": result.seconds, "lr": result.lr_chosen, "lr_reason": result.lr_reason,
+            "seconds": result.seconds, "start_up_seconds": s["start_up"], "lr": result.lr_chosen,
+            "lr_reason": result.lr_reason,
             "standardized": isinstance(result.model, Standardized), "parameters": parameters,
             "warnings": result.warnings, "checkpoint": s["save"]}))
         return
@@ -291,6 +303,7 @@ def _report(result, r2: float, s: Dict[str, Any]) -> None:
     print(f"features     {scaled if isinstance(result.model, Standardized) else 'as given'}")
     print(f"backend      {result.backend}")
     print(f"wall time    {result.seconds:.3f} s")
+    print(f"start-up     {s['start_up']:.3f} s (importing torch and pyfit, before the fit)")
     if shown:
         for name, values in parameters.items():
             print(f"{name:<12} {', '.join(f'{v:.6g}' for v in values)}")
@@ -371,13 +384,14 @@ def _optimizer_spec(text: str, parser) -> Dict[str, Any]:
 
 def compare(args, parser) -> int:
     """Fit the data with each optimizer; the table (or JSON) on stdout, the loss curves saved."""
-    import pyfit
-    from .data import load_data
-
     specs = [_optimizer_spec(text, parser) for text in args.optimizer]
     lrs = args.lr
     if lrs is not None and len(lrs) not in (1, len(specs)):
         parser.error(f"--lr takes one value or one per optimizer ({len(specs)}), got {len(lrs)}")
+
+    import pyfit
+    from .data import load_data
+
     data = load_data(args.data, args.target, args.features)
     fit_kwargs = {"batch_size": args.batch_size, "progress": False,
                   "model_kwargs": _key_values(args.model_arg, "--model-arg", parser)}
@@ -398,6 +412,7 @@ def compare(args, parser) -> int:
 
 def plugins(args, parser) -> int:
     """Every registry entry with its source and description, then the plugins that failed."""
+    from . import losses, models, optimizers, schedulers  # noqa: F401 (importing them registers the built-ins)
     from .registry import LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 
     failed = []
@@ -418,6 +433,8 @@ def plugins(args, parser) -> int:
 def info(args, parser) -> int:
     """Versions, the ops backend (and why not the compiled one), threads and CUDA devices."""
     import warnings
+
+    import torch
 
     from . import __version__, ops
 

@@ -17,6 +17,7 @@ from torch.nn.modules import module as nn_module
 from torch.optim import optimizer as optim_module
 
 from .models import LINEAR_IN_PARAMETERS
+from .ops._checks import linear_kernel_takes
 from .optimizers import SGD
 
 
@@ -70,6 +71,8 @@ def fused_reduction(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optim
     if group_params != expected or model_params != expected:
         return None
     if any(p.dtype != X.dtype or p.device != X.device for p in params):
+        return None
+    if not linear_kernel_takes(weight):  # too many outputs for the CUDA kernel: autograd takes any number
         return None
     if _has_hooks(model, optimizer, params):
         return None

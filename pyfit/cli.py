@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -200,11 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``pyfit`` command with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    started = time.perf_counter()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 2 on a usage error, 0 after --help
         return int(exit_.code or 0)
+    args.started = started  # `fit` reports the start-up (imports) apart from the fit itself
     try:
         from . import _commands
 

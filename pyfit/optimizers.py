@@ -45,7 +45,7 @@ def _kernel_takes(param: Tensor, grad: Tensor, buf: Optional[Tensor]) -> bool:
     """Whether the kernel computes torch's update of this param: dense float32/float64 on a
     device it was built for (a few attribute reads)."""
     return (param.dtype in _KERNEL_DTYPES and grad.layout == torch.strided
-            and (buf is None or buf.dtype == param.dtype)
+            and grad.dtype == param.dtype and (buf is None or buf.dtype == param.dtype)
             and (param.is_cpu or (param.is_cuda and _kernel_runs_on_cuda())))
 
 

@@ -242,3 +242,13 @@ def test_fit_on_cuda_through_pyfit_matches_the_reference(gen):
             _backend._selected = previous
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+def test_fit_with_more_outputs_than_the_cuda_kernel_takes_runs_on_autograd(gen):
+    from pyfit.ops._checks import CUDA_MAX_LINEAR_OUTPUTS
+
+    k = CUDA_MAX_LINEAR_OUTPUTS + 1
+    X = torch.randn(64, 2, generator=gen, device="cpu").cuda()
+    y = torch.randn(64, k, generator=gen, device="cpu").cuda()
+    result = pyfit.fit(pyfit.Linear(2, k).cuda(), X, y, lr=0.1, epochs=3)
+    assert result.backend.endswith(":autograd") and result.stop_reason == "completed"

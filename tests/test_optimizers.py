@@ -470,3 +470,18 @@ def test_lbfgs_step_that_overflows_stops_the_fit_with_the_last_finite_state():
 def test_lbfgs_settings_torch_would_fail_on_are_refused_when_built(kw, message):
     with pytest.raises(pyfit.InputError, match=re.escape(message)):
         pyfit.build_optimizer("lbfgs", [torch.nn.Parameter(torch.ones(1))], **kw)
+
+
+def test_sgd_takes_a_grad_of_another_dtype_as_torch_does():
+    results = []
+    for cls in (torch.optim.SGD, pyfit.SGD):
+        p = torch.nn.Parameter(torch.ones(3))
+        p.grad_dtype = None  # torch then keeps a grad of any dtype
+        p.grad = torch.full((3,), 0.5, dtype=torch.float64)
+        opt = cls([p], lr=0.1, momentum=0.9)
+        opt.step()
+        opt.step()
+        results.append((p.detach().clone(), opt.state_dict()))
+    (p_torch, state_torch), (p_pyfit, state_pyfit) = results
+    assert torch.equal(p_torch, p_pyfit)
+    torch.testing.assert_close(state_torch["state"], state_pyfit["state"])

@@ -19,6 +19,15 @@ from ..errors import InputError
 # The ops compute in these dtypes only, on every backend and device.
 SUPPORTED_DTYPES: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
 
+# The CUDA linear kernel keeps a tile of residuals per output in shared memory, so it
+# takes at most this many outputs (csrc/cuda/kernels.h, kLinearMaxOutputs).
+CUDA_MAX_LINEAR_OUTPUTS = 6144
+
+
+def linear_kernel_takes(weight: Tensor) -> bool:
+    """Whether the compiled linear kernels take a weight of this many outputs on its device."""
+    return not weight.is_cuda or weight.shape[0] <= CUDA_MAX_LINEAR_OUTPUTS
+
 
 def supports(*tensors: Tensor) -> bool:
     """Whether the ops take these tensors' dtypes: one of SUPPORTED_DTYPES, all the same."""
