@@ -151,8 +151,8 @@ class Convergence(Callback):
     falls on a time scale of 1 / (1 - m) epochs, so the fit waits
     ``n_iter_no_change / (1 - m)`` epochs instead (50 for momentum 0.9).
 
-    A loss that stopped improving because it climbed (the last epoch's loss far
-    above the best, see :func:`far_above_best`) is not converged: the fit goes
+    A loss that stopped improving because it climbed (the mean loss of the
+    epochs waited far above the best, see :func:`far_above_best`) is not converged: the fit goes
     on, and ``pyfit.outcome`` reports the divergence if it ends there.
 
     >>> import pyfit
@@ -191,7 +191,11 @@ class Convergence(Callback):
                 continue
             self.wait += 1
             self.quiet_since = self.quiet_since if self.wait > 1 else self.seen
-        if stop and self.wait >= self.patience and not far_above_best(losses[-1], self.best, losses[0]):
+        if not stop or self.wait < self.patience:
+            return
+        # the mean of the epochs waited: a minibatch loss bouncing far above its best can dip near it now and then
+        waited = losses[-self.wait:]
+        if not far_above_best(sum(waited) / len(waited), self.best, losses[0]):
             state.stop(CONVERGED, f"the loss improved by less than {self.tol:g} of its best ({self.best:.6g}) "
                                   f"for {self.wait} epochs since epoch {self.quiet_since}")
 

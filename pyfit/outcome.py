@@ -138,8 +138,8 @@ def _worse_than_mean(score: float, standardized: bool, lr_was_auto: bool, crawli
                      oscillating: bool) -> Optional[str]:
     if not score < 0:
         return None
-    # crawling: the steps are too short or too few; bouncing: too long
-    first = "give it more epochs or a larger lr" if crawling else "lower lr" if oscillating else \
+    # bouncing: the steps are too long, even where the loss still falls on average; crawling: too short or too few
+    first = "lower lr" if oscillating else "give it more epochs or a larger lr" if crawling else \
         "check that the model suits the data, or give it more epochs"
     steps = _next_steps(first, standardized, lr_was_auto)
     return f"the fit is worse than predicting the mean of y (R² {score:.3g} < 0); {steps}"

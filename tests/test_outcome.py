@@ -140,7 +140,22 @@ def test_convergence_does_not_call_a_loss_that_climbed_far_above_its_best_conver
     stopper.on_fit_start(climbed)
     stopper.on_epoch_end(climbed)
     assert climbed.stop_reason is None
+    # minibatch losses bouncing far above the best, the last one dipping near it
+    bouncing = _state_with_losses([9000.0, 8933.0] + [116177.0, 9000.0] * 19)
+    stopper.on_fit_start(bouncing)
+    stopper.on_epoch_end(bouncing)
+    assert bouncing.stop_reason is None
     flat = _state_with_losses([9000.0, 8933.0] + [8933.0] * 38)
     stopper.on_fit_start(flat)
     stopper.on_epoch_end(flat)
     assert flat.stop_reason == "converged"
+
+
+def test_a_bouncing_fit_worse_than_the_mean_is_told_lower_lr_not_a_larger_one():
+    y = _y()
+    # still falling on average over the last tenth, but rising in every other epoch
+    losses = [10.0 - 0.05 * k + (1.0 if k % 2 else 0.0) for k in range(100)]
+    messages = diagnose(losses, "completed", "", y, 1 - y + 0.3, epochs=100, lr=0.5)
+    worse = [m for m in messages if "worse than predicting the mean" in m]
+    assert worse and "lower lr" in worse[0]
+    assert not any("larger lr" in m for m in messages), messages
