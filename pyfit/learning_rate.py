@@ -125,7 +125,8 @@ def squared_error_lr(design: Tensor, bias: bool, outputs: int, reduction: str, b
     if not momentum:
         return 1.0 / top, reason
     if rows == n:
-        return 1.0 / top, reason + f"; stable with momentum {momentum:g} too (heavy ball needs lr*L < 2(1+m))"
+        return 1.0 / top, reason + (f"; stable with momentum {momentum:g} too (heavy ball up to lr*L = 2(1+m), "
+                                    "Nesterov up to 2(1+m)/(1+2m), both above 1)")
     return (1.0 - momentum) / top, (reason.replace("1/L for", "(1 - momentum)/L for", 1)
                                     + f", scaled for momentum {momentum:g} so that lr/(1 - momentum) is 1/L")
 
