@@ -74,7 +74,8 @@ def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None
     result.warnings = diagnose(result.history["loss"], result.stop_reason, result.stop_detail, y, pred,
                                epochs=result.epochs, lr=result.lr_chosen,
                                standardized=isinstance(model, Standardized),
-                               lr_was_auto=result.lr_reason.startswith("auto"), final_loss=scores["loss"])
+                               lr_was_auto=result.lr_reason.startswith("auto"), final_loss=scores["loss"],
+                               momentum=_momentum(result.optimizer))
 
 
 def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
@@ -101,6 +102,13 @@ def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
 def has_diverged(result) -> bool:
     """True when a fit ended non-finite or, finite, far above its best loss or above its first (see :func:`divergence`)."""
     return result.stop_reason == "non_finite" or divergence(result.history["loss"], result.final_loss) is not None
+
+
+def _momentum(optimizer) -> float:
+    """SGD's momentum (0 without it, or for another optimizer)."""
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    value = groups[0].get("momentum")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int, standardized: bool,
@@ -160,13 +168,15 @@ def _constant(y: Tensor, pred: Tensor, standardized: bool) -> Optional[str]:
 
 def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Tensor, pred: Tensor,
              *, epochs: int, lr: Optional[float] = None, standardized: bool = False,
-             lr_was_auto: bool = False, final_loss: Optional[float] = None) -> List[str]:
+             lr_was_auto: bool = False, final_loss: Optional[float] = None,
+             momentum: float = 0.0) -> List[str]:
     """One warning with a next step per problem found; an empty list for a fit that looks sound.
 
     ``losses`` is the per-epoch history, ``pred`` the returned model's
     predictions for the training targets ``y`` and ``final_loss`` its loss (the
     last epoch's when not given); ``standardized`` and ``lr_was_auto`` leave out
-    the advice to standardize and to use lr="auto". A diverged fit gets that one
+    the advice to standardize and to use lr="auto"; ``momentum`` (SGD's) adds
+    less momentum to the advice for a diverged fit. A diverged fit gets that one
     warning alone: the others would read its symptoms as a fit too slow or too
     short.
 
@@ -180,7 +190,9 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
     if how is not None:
         lower = f" (e.g. lr={lr / 10:.3g})" if lr else ""
         scaling = _scaling_hint(standardized)
+        # momentum swings the loss on its own: ending on a swing far above the best is the same failure
         return [f"the fit diverged: {how}; lower lr{lower}"
+                + (f" or momentum (now {momentum:g})" if momentum else "")
                 + ("" if lr_was_auto else " or leave it unset for lr='auto'")
                 + (f", and {scaling.rstrip(', ')}" if scaling else "")]
     if not bool(torch.isfinite(pred).all()):

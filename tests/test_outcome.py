@@ -124,6 +124,7 @@ def test_a_momentum_fit_that_blows_up_but_stays_finite_warns_diverged():
     assert result.stop_reason == "completed" and result.final_loss > 1e3 * min(result.history["loss"])
     [message] = result.warnings
     assert message.startswith("the fit diverged") and "lower lr" in message and "larger lr" not in message
+    assert "or momentum (now 0.9)" in message
 
 
 def _state_with_losses(losses):
