@@ -20,6 +20,17 @@ NON_FINITE = "non_finite"
 INTERRUPTED = "interrupted"
 CONVERGED = "converged"
 
+# a loss this many times its best (positive) one has diverged, whatever the stop reason says, when it
+# also gave back this share of the fall from the first loss to the best (a rise at rounding level is noise)
+DIVERGED_FACTOR, GIVEN_BACK = 2.0, 1e-3
+
+
+def far_above_best(loss: float, best: float, start: float) -> bool:
+    """True when ``loss`` is more than DIVERGED_FACTOR times a positive ``best`` and more than GIVEN_BACK of
+    the way back up from ``best`` to ``start`` (the first epoch's loss): the fit went the wrong way."""
+    return best > 0 and math.isfinite(best) and loss > DIVERGED_FACTOR * best \
+        and loss - best > GIVEN_BACK * max(start - best, 0.0)
+
 
 @dataclass
 class FitState:
@@ -140,6 +151,10 @@ class Convergence(Callback):
     falls on a time scale of 1 / (1 - m) epochs, so the fit waits
     ``n_iter_no_change / (1 - m)`` epochs instead (50 for momentum 0.9).
 
+    A loss that stopped improving because it climbed (the mean loss of the
+    epochs waited far above the best, see :func:`far_above_best`) is not converged: the fit goes
+    on, and ``pyfit.outcome`` reports the divergence if it ends there.
+
     >>> import pyfit
     >>> stopper = pyfit.Convergence(tol=1e-5, n_iter_no_change=5)
     """
@@ -176,7 +191,11 @@ class Convergence(Callback):
                 continue
             self.wait += 1
             self.quiet_since = self.quiet_since if self.wait > 1 else self.seen
-        if stop and self.wait >= self.patience:
+        if not stop or self.wait < self.patience:
+            return
+        # the mean of the epochs waited: a minibatch loss bouncing far above its best can dip near it now and then
+        waited = losses[-self.wait:]
+        if not far_above_best(sum(waited) / len(waited), self.best, losses[0]):
             state.stop(CONVERGED, f"the loss improved by less than {self.tol:g} of its best ({self.best:.6g}) "
                                   f"for {self.wait} epochs since epoch {self.quiet_since}")
 

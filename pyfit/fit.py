@@ -138,33 +138,45 @@ def _check_scheduler(scheduler: Any, factory: Any, optimizer: torch.optim.Optimi
 
 
 def optimizer_setting_changes(groups: List[Dict[str, Any]], settings: Dict[str, Any], scheduled: bool,
-                              context: str) -> Dict[str, Any]:
+                              context: str, started_with: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The settings that differ from those of param ``groups`` (a fit that continues), to apply to its optimizer.
 
     Under a scheduler, the lr of every epoch is the scheduler's, computed from the
     lr it started with (and cycling schedulers set momentum too): changing those
-    would be ignored, so it is refused.
+    would be ignored, so it is refused. ``started_with`` holds the settings the
+    fit was started with (a checkpoint's config: its lr and optimizer settings);
+    a scheduled lr or momentum is compared with those, since the scheduler has
+    since moved the groups' own values (cycliclr starts them from base_lr and
+    max_momentum), and with the groups' values where they are not recorded.
     """
+    started_with = started_with or {}
     changes = {}
     for key, value in settings.items():
         if not any(key in g for g in groups):
             known = sorted(k for k in groups[0] if k != "params") if groups else []
             raise InputError(f"{context}: the optimizer has no setting {key!r}; it has {', '.join(known)}")
         if key == "lr" and scheduled:
-            started = [g.get("initial_lr", g.get("lr")) for g in groups]
+            started = [started_with["lr"]] if started_with.get("lr") is not None else \
+                [g.get("initial_lr", g.get("lr")) for g in groups]
             if any(_differs(base, value) for base in started):
                 raise InputError(f"{context}: lr={value!r} differs from lr={started[0]!r}, which its scheduler "
                                  "started from and sets every epoch's lr from; keep that lr, or start a new fit to "
                                  "use another")
             continue
         if scheduled and key in ("momentum", "betas") and any("base_momentum" in g for g in groups):
-            if any(_differs(g.get(key), value) for g in groups):
-                raise InputError(f"{context}: {key}={value!r} differs from the saved {groups[0].get(key)!r}, and "
-                                 "its scheduler sets the momentum of every step; start a new fit to change it")
+            started = [started_with[key]] if started_with.get(key) is not None else [g.get(key) for g in groups]
+            if any(_differs(base, value) for base in started):
+                raise InputError(f"{context}: {key}={value!r} differs from the {started[0]!r} it was started with, "
+                                 "and its scheduler sets the momentum of every step; start a new fit to change it")
             continue
         if any(key in g and _differs(g[key], value) for g in groups):
             changes[key] = value
     return changes
+
+
+def _started_with(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The lr and optimizer settings a saved fit was started with (or last given), from its checkpoint's config."""
+    return {**(config.get("optimizer_kwargs") or {}), "lr": config.get("lr")}
 
 
 def _differs(current: Any, new: Any) -> bool:
@@ -368,7 +380,8 @@ def fit(
         check_restorable(saved, resume_from, model=built, optimizer=opt)
         given = {**({} if lr is None else {"lr": lr}), **optimizer_kwargs}
         changes = optimizer_setting_changes(saved["optimizer"]["state"]["param_groups"], given,
-                                            scheduler_like is not None, f"resuming {resume_from!r}")
+                                            scheduler_like is not None, f"resuming {resume_from!r}",
+                                            _started_with(saved["config"]))
         if resumed_settings is not None:  # the same optimizer goes on: record
             # the settings in effect, the saved ones with this fit's changes
             config["lr"] = saved["config"].get("lr") if lr is None else lr
@@ -403,8 +416,9 @@ def fit(
         state.stop(COMPLETED)
     final = result()
     final.lr_chosen, final.lr_reason = float(opt.param_groups[0]["lr"]), lr_reason or "given"
-    if state.history["lr"]:
-        final.lr_chosen = state.history["lr"][0]
+    first_new_epoch = saved["epoch"] if saved is not None else 0  # a resumed fit's own epochs start there
+    if len(state.history["lr"]) > first_new_epoch:
+        final.lr_chosen = state.history["lr"][first_new_epoch]
     assess(final, loss_fn, X, y, X_val, y_val)
     if checkpoint is not None:
         save_checkpoint(checkpoint, final)

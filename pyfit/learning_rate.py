@@ -17,6 +17,15 @@ norm is beta (squared), ``m / (beta + (m - 1) * L)`` is the largest step for
 which minibatch SGD on least squares contracts in expectation (Ma, Bassily and
 Belkin, 2018); it equals 1 / L for the full batch and 1 / beta for one row.
 
+Momentum m (heavy ball or Nesterov) lengthens the steps: in steady state each
+gradient moves the parameters ``lr / (1 - m)`` in all. Full batch, 1 / L stays
+stable: on a quadratic heavy ball converges for ``lr * L < 2 (1 + m)`` and
+Nesterov for ``lr * L < 2 (1 + m) / (1 + 2 m)``, both above 1 for any m in
+[0, 1) (Polyak, 1964). With minibatches the noise of every batch is carried
+along for 1 / (1 - m) steps, so the minibatch step is scaled by (1 - m): the
+effective step ``lr / (1 - m)`` is then the momentum-free safe one (dampening
+only shortens the steps further, so it is left out of the bound).
+
 Every other model, loss or optimizer gets a learning-rate range test: a copy of
 the model takes one step at each of a geometric series of learning rates, and
 the suggestion is a tenth of the rate where the loss was lowest (past that
@@ -89,11 +98,12 @@ def largest_curvature(Z: Tensor) -> Tuple[float, bool]:
 
 
 def squared_error_lr(design: Tensor, bias: bool, outputs: int, reduction: str, batch_size: Optional[int],
-                     weight_decay: float = 0.0) -> Tuple[float, str]:
+                     weight_decay: float = 0.0, momentum: float = 0.0) -> Tuple[float, str]:
     """The step of SGD on ``design @ W.T + b`` under a mean or summed squared error, and why.
 
     design is (N, P); ``reduction="mean"`` averages over rows and the ``outputs``
-    columns (pyfit's ``mse``), ``"sum"`` adds them (``sse``).
+    columns (pyfit's ``mse``), ``"sum"`` adds them (``sse``); ``momentum`` is
+    SGD's (see the module's docstring for how it shortens minibatch steps).
     """
     Z = _with_ones(design, bias)
     n = Z.shape[0]
@@ -110,8 +120,15 @@ def squared_error_lr(design: Tensor, bias: bool, outputs: int, reduction: str, b
         return 1.0, "the design is all zeros; any step is safe"
     how = "an upper bound" if proven else "a power-iteration estimate"
     batch = "full-batch" if rows == n else f"minibatch ({rows} rows)"
-    return 1.0 / top, (f"1/L for {batch} gradient descent on a squared error, L = {top:.4g} from {how} of "
-                       "the largest eigenvalue of the design's Gram matrix")
+    reason = (f"1/L for {batch} gradient descent on a squared error, L = {top:.4g} from {how} of the largest "
+              "eigenvalue of the design's Gram matrix")
+    if not momentum:
+        return 1.0 / top, reason
+    if rows == n:
+        return 1.0 / top, reason + (f"; stable with momentum {momentum:g} too (heavy ball up to lr*L = 2(1+m), "
+                                    "Nesterov up to 2(1+m)/(1+2m), both above 1)")
+    return (1.0 - momentum) / top, (reason.replace("1/L for", "(1 - momentum)/L for", 1)
+                                    + f", scaled for momentum {momentum:g} so that lr/(1 - momentum) is 1/L")
 
 
 @dataclass
@@ -243,8 +260,9 @@ def auto_lr(model: nn.Module, loss_fn: Any, optimizer: Any, settings: dict, X: T
             design = model.design_matrix(X)
         outputs = 1 if y.dim() == 1 else y.shape[1]
         weight_decay = float(settings.get("weight_decay") or 0.0)
+        momentum = float(settings.get("momentum") or 0.0)
         return squared_error_lr(design, getattr(model, "bias", None) is not None, outputs, reduction, batch_size,
-                                weight_decay)
+                                weight_decay, momentum)
     found = range_test(model, loss_fn, build, X, y, batch_size=batch_size)
     return found.lr, found.reason
 

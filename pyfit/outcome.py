@@ -1,8 +1,10 @@
 """What a careful user checks after a fit, as warnings that say what to do next.
 
-A fit can end without an error and still be no good: still improving when the
-epochs ran out, bouncing because the steps are too long, worse than predicting
-the mean, or predicting one value for every row. :func:`diagnose` looks at the
+A fit can end without an error and still be no good: diverged (its returned
+model's loss far above the best it reached, or above where it started, without
+ever turning inf), still improving when the epochs ran out, bouncing because the
+steps are too long, worse than predicting the mean, or predicting one value for
+every row. :func:`diagnose` looks at the
 loss history and at the returned model's predictions on the training data and
 returns one sentence per problem, each with a concrete next step.
 """
@@ -15,8 +17,11 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .callbacks import far_above_best
 from .metrics import r2
 
+# a returned loss this fraction above the first epoch's is above where the fit started (minibatch noise aside)
+ABOVE_START = 1e-2
 # the last tenth of the epochs averaged this fraction less loss than the tenth before: not converged
 STILL_FALLING = 1e-3
 # within the last epochs, at least this share of the changes are rises of at least RISE: oscillating
@@ -69,7 +74,41 @@ def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None
     result.warnings = diagnose(result.history["loss"], result.stop_reason, result.stop_detail, y, pred,
                                epochs=result.epochs, lr=result.lr_chosen,
                                standardized=isinstance(model, Standardized),
-                               lr_was_auto=result.lr_reason.startswith("auto"))
+                               lr_was_auto=result.lr_reason.startswith("auto"), final_loss=scores["loss"],
+                               momentum=_momentum(result.optimizer))
+
+
+def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
+    """How a fit whose losses stayed finite still diverged, or None: ``final_loss`` (the returned model's)
+    more than DIVERGED_FACTOR times the best epoch's, or above the first epoch's.
+
+    >>> divergence([10.0, 4.0, 2.0, 30.0], 50.0)
+    'its final loss 50 is 25 times the best, 2 (epoch 3), and above the first epoch's 10'
+    """
+    finite = [v for v in losses if math.isfinite(v)]
+    if not finite or not math.isfinite(final_loss):
+        return None
+    best = min(finite)
+    epoch = losses.index(best) + 1
+    start = losses[0]
+    above_start = math.isfinite(start) and start > 0 and final_loss > start * (1 + ABOVE_START)
+    if not (far_above_best(final_loss, best, start) or above_start):
+        return None
+    times = f"{final_loss / best:.3g} times the best" if best > 0 else "above the best"
+    return (f"its final loss {final_loss:.4g} is {times}, {best:.4g} (epoch {epoch})"
+            + (f", and above the first epoch's {start:.4g}" if above_start else ""))
+
+
+def has_diverged(result) -> bool:
+    """True when a fit ended non-finite or, finite, far above its best loss or above its first (see :func:`divergence`)."""
+    return result.stop_reason == "non_finite" or divergence(result.history["loss"], result.final_loss) is not None
+
+
+def _momentum(optimizer) -> float:
+    """SGD's momentum (0 without it, or for another optimizer)."""
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    value = groups[0].get("momentum")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _not_converged(losses: Sequence[float], stop_reason: str, epochs: int, standardized: bool,
@@ -107,8 +146,8 @@ def _worse_than_mean(score: float, standardized: bool, lr_was_auto: bool, crawli
                      oscillating: bool) -> Optional[str]:
     if not score < 0:
         return None
-    # crawling: the steps are too short or too few; bouncing: too long
-    first = "give it more epochs or a larger lr" if crawling else "lower lr" if oscillating else \
+    # bouncing: the steps are too long, even where the loss still falls on average; crawling: too short or too few
+    first = "lower lr" if oscillating else "give it more epochs or a larger lr" if crawling else \
         "check that the model suits the data, or give it more epochs"
     steps = _next_steps(first, standardized, lr_was_auto)
     return f"the fit is worse than predicting the mean of y (R² {score:.3g} < 0); {steps}"
@@ -129,22 +168,31 @@ def _constant(y: Tensor, pred: Tensor, standardized: bool) -> Optional[str]:
 
 def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Tensor, pred: Tensor,
              *, epochs: int, lr: Optional[float] = None, standardized: bool = False,
-             lr_was_auto: bool = False) -> List[str]:
+             lr_was_auto: bool = False, final_loss: Optional[float] = None,
+             momentum: float = 0.0) -> List[str]:
     """One warning with a next step per problem found; an empty list for a fit that looks sound.
 
     ``losses`` is the per-epoch history, ``pred`` the returned model's
-    predictions for the training targets ``y``; ``standardized`` and
-    ``lr_was_auto`` leave out the advice to standardize and to use lr="auto".
+    predictions for the training targets ``y`` and ``final_loss`` its loss (the
+    last epoch's when not given); ``standardized`` and ``lr_was_auto`` leave out
+    the advice to standardize and to use lr="auto"; ``momentum`` (SGD's) adds
+    less momentum to the advice for a diverged fit. A diverged fit gets that one
+    warning alone: the others would read its symptoms as a fit too slow or too
+    short.
 
     >>> import torch
     >>> y = torch.tensor([1.0, 2.0, 3.0])
     >>> diagnose([3.0, 2.0, 1.0], "completed", "", y, torch.full((3,), 10.0), epochs=3)[0][:40]
     'the fit is worse than predicting the mea'
     """
-    if stop_reason == "non_finite":
+    final_loss = final_loss if final_loss is not None else (losses[-1] if losses else math.nan)
+    how = stop_detail if stop_reason == "non_finite" else divergence(losses, final_loss)
+    if how is not None:
         lower = f" (e.g. lr={lr / 10:.3g})" if lr else ""
         scaling = _scaling_hint(standardized)
-        return [f"the fit diverged: {stop_detail}; lower lr{lower}"
+        # momentum swings the loss on its own: ending on a swing far above the best is the same failure
+        return [f"the fit diverged: {how}; lower lr{lower}"
+                + (f" or momentum (now {momentum:g})" if momentum else "")
                 + ("" if lr_was_auto else " or leave it unset for lr='auto'")
                 + (f", and {scaling.rstrip(', ')}" if scaling else "")]
     if not bool(torch.isfinite(pred).all()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import textwrap
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -29,8 +30,27 @@ def _pyplot():
     return plt
 
 
+def _wrap_titles(figure) -> None:
+    """Break every axes title that runs past the figure's edges into shorter lines: one long line (a long
+    model name, several settings) would be cut off in the saved image."""
+    renderer = figure.canvas.get_renderer()
+    edges = figure.bbox
+    for axes in figure.axes:
+        title = axes.title
+        words = title.get_text().replace("\n", " ")
+        width = len(words)
+        while width > 20:
+            box = title.get_window_extent(renderer=renderer)
+            if edges.x0 <= box.x0 and box.x1 <= edges.x1:
+                break
+            width = int(width * 0.85)
+            title.set_text(textwrap.fill(words, width))
+            figure.tight_layout()
+
+
 def _finish(figure, path: Optional[str]):
     figure.tight_layout()
+    _wrap_titles(figure)
     if path is not None:
         directory = os.path.dirname(os.fspath(path))
         if directory:
@@ -179,7 +199,9 @@ def plot_predictions(model: nn.Module, X: Any, y: Any, path: Optional[str] = Non
     for k in range(outputs):
         ss_res = float(((actual[:, k] - predicted[:, k]) ** 2).sum())
         ss_tot = float(((actual[:, k] - actual[:, k].mean()) ** 2).sum())
-        r2 = f"R² {1 - ss_res / ss_tot:.3f}" if ss_tot > 0 else "R² undefined"
+        # the rows plotted: all of them, training and held-out alike, when the caller passes the whole data
+        r2 = f"R² {1 - ss_res / ss_tot:.3f} over the {actual.shape[0]} rows shown" if ss_tot > 0 \
+            else "R² undefined"
         label = f"{names[k]} ({r2})" if outputs > 1 or target_names is not None else r2
         axes.scatter(actual[:, k].numpy(), predicted[:, k].numpy(), s=14, alpha=0.6, label=label)
     low = float(min(actual.min(), predicted.min()))

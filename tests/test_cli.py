@@ -341,3 +341,20 @@ def test_fit_plot_saves_predictions_for_several_features_and_json_has_every_para
     assert sorted(os.listdir(tmp_path / "plots")) == ["loss.png", "predictions.png"]
     assert main(["fit", str(points), "--target", "y", "--model", "mlp", "--model-arg", "hidden=[8]",
                  "--epochs", "5", "--quiet"]) == 0
+
+
+def test_a_fit_that_diverges_without_reaching_inf_exits_1_with_one_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4)) * [1.0, 10.0, 100.0, 0.1] + 50
+    path = tmp_path / "scaled.csv"
+    np.savetxt(path, np.c_[x, x @ [2.0, -0.3, 0.05, 7.0]], delimiter=",", header="a,b,c,d,y", comments="",
+               fmt="%.17g")
+    # momentum 0.9 on minibatches of 4 at a step ten times lr="auto"'s: the loss climbs, still finite at epoch 10
+    out = run("fit", path, "--target", "y", "--opt-arg", "momentum=0.9", "--batch-size", "4", "--shuffle",
+              "--seed", "0", "--lr", "0.1", "--epochs", "10", "--json")
+    assert out.returncode == 1, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["stop_reason"] == "completed" and report["final_loss"] is not None
+    [warning] = report["warnings"]
+    assert warning.startswith("the fit diverged") and "larger lr" not in warning
+    assert "it diverged" in out.stderr

@@ -439,3 +439,37 @@ def test_a_scheduler_that_fails_past_the_steps_tried_up_front_stops_the_fit_and_
     assert result.scheduler.last_epoch == 4 and result.optimizer.param_groups[0]["lr"] == 0.05
     assert all(torch.equal(result.optimizer.state[a]["momentum_buffer"], reference.optimizer.state[b]["momentum_buffer"])
                for a, b in zip(result.model.parameters(), reference.model.parameters()))
+
+
+def test_a_resumed_fit_with_a_new_lr_reports_the_lr_it_trained_with(tmp_path):
+    X, y = _refusal_data()
+    first = pyfit.fit("linear", X, y, lr=0.01, epochs=20, seed=0, checkpoint=str(tmp_path / "a.pt"))
+    assert (first.lr_chosen, first.lr_reason) == (0.01, "given")
+    faster = pyfit.fit(None, X, y, lr=0.5, epochs=40, resume_from=str(tmp_path / "a.pt"))
+    assert faster.history["lr"][20:] == [0.5] * 20
+    assert (faster.lr_chosen, faster.lr_reason) == (0.5, "given")
+    same = pyfit.fit(None, X, y, epochs=40, resume_from=str(tmp_path / "a.pt"))
+    assert (same.lr_chosen, same.lr_reason) == (0.01, "the resumed fit's")
+
+
+@pytest.mark.parametrize("scheduler,scheduler_kwargs", [
+    ("cycliclr", {"base_lr": 0.001, "max_lr": 0.05}),
+    ("onecyclelr", {"max_lr": 0.05, "total_steps": 40}),
+])
+def test_resuming_a_cycling_schedule_with_the_flags_it_started_with_is_accepted(tmp_path, scheduler,
+                                                                                scheduler_kwargs):
+    X, y = _refusal_data()
+    settings = dict(lr=0.01, momentum=0.9, scheduler=scheduler, scheduler_kwargs=scheduler_kwargs, seed=0, tol=None)
+    path = str(tmp_path / "cycle.pt")
+    pyfit.fit("linear", X, y, epochs=13, checkpoint=path, **settings)
+    whole = pyfit.fit("linear", X, y, epochs=30, **settings)
+    again = pyfit.fit(None, X, y, epochs=30, resume_from=path, **{k: v for k, v in settings.items() if k != "seed"})
+    assert again.history == whole.history
+    unsaid = pyfit.fit(None, X, y, epochs=30, resume_from=path, scheduler=scheduler,
+                       scheduler_kwargs=scheduler_kwargs, momentum=0.9, tol=None)
+    assert unsaid.history == whole.history
+    for changed, named in (({"lr": 0.02}, "lr=0.02 differs from lr=0.01"),
+                           ({"lr": 0.01, "momentum": 0.8}, "momentum=0.8 differs from the 0.9")):
+        with pytest.raises(pyfit.InputError, match=named):
+            pyfit.fit(None, X, y, epochs=30, resume_from=path, scheduler=scheduler,
+                      scheduler_kwargs=scheduler_kwargs, tol=None, **{"momentum": 0.9, **changed})

@@ -98,3 +98,61 @@ def test_an_optimizer_that_takes_a_closure_keeps_its_own_lr_and_can_be_range_tes
     assert result.lr_chosen == 1.0 and "closure" in result.lr_reason
     found = pyfit.find_lr("linear", X, y, optimizer="lbfgs", steps=20, seed=0)
     assert len(found.lrs) >= 2 and math.isfinite(found.lr)
+
+
+def _badly_scaled(dtype=torch.float64):
+    # 500 rows, columns scaled x1, x10, x100, x0.1 and shifted by 50: standardizing is what makes this fit
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(500, 4, dtype=dtype, generator=generator) * torch.tensor([1.0, 10.0, 100.0, 0.1], dtype=dtype)
+    y = X @ torch.tensor([2.0, -0.3, 0.05, 7.0], dtype=dtype) + 0.5 * torch.randn(500, dtype=dtype,
+                                                                                   generator=generator)
+    return X + 50, y
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_auto_lr_with_momentum_on_minibatches_does_not_diverge(nesterov):
+    X, y = _badly_scaled()
+    result = pyfit.fit("linear", X, y, standardize=True, momentum=0.9, nesterov=nesterov, batch_size=4,
+                       shuffle=True, epochs=50, seed=0)
+    assert "momentum 0.9" in result.lr_reason
+    assert result.stop_reason == "completed"
+    design = torch.cat([X, torch.ones(500, 1, dtype=X.dtype)], 1)
+    least_squares = float(((design @ torch.linalg.lstsq(design, y).solution - y) ** 2).mean())
+    # minibatches of 4 at a constant step end in the noise, a little above the least-squares loss
+    assert result.final_loss < 1.5 * least_squares
+    assert not any("diverged" in w for w in result.warnings), result.warnings
+
+
+def test_momentum_shortens_the_minibatch_step_by_one_minus_momentum_and_keeps_the_full_batch_one(seeded):
+    X = _design(seeded, 64, 3)
+    plain, _ = squared_error_lr(X, True, 1, "mean", 8)
+    heavy, reason = squared_error_lr(X, True, 1, "mean", 8, momentum=0.9)
+    assert heavy == pytest.approx(0.1 * plain, rel=1e-12) and "momentum 0.9" in reason
+    full, _ = squared_error_lr(X, True, 1, "mean", None)
+    full_heavy, full_reason = squared_error_lr(X, True, 1, "mean", None, momentum=0.9)
+    assert full_heavy == full and "momentum 0.9" in full_reason
+
+
+def test_full_batch_auto_lr_with_momentum_converges(seeded):
+    X = _design(seeded, 50, 4)
+    y = X @ torch.randn(4, dtype=torch.float64, generator=seeded) + 3.0
+    for nesterov in (False, True):
+        result = pyfit.fit("linear", X, y, standardize=True, momentum=0.9, nesterov=nesterov, epochs=2000,
+                           seed=0, tol=None)
+        assert max(result.history["loss"]) <= result.history["loss"][0] * (1 + 1e-9)
+        assert result.final_loss < 1e-6 * result.history["loss"][0]
+
+
+def test_auto_lr_with_momentum_fits_the_diabetes_data_in_its_own_units():
+    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn.linear_model import LinearRegression
+
+    X, y = datasets.load_diabetes(return_X_y=True, scaled=False)
+    least_squares = LinearRegression().fit(X, y).score(X, y)
+    X, y = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    result = pyfit.fit("linear", X, y, standardize=True, momentum=0.9, batch_size=4, shuffle=True, seed=0)
+    assert "momentum 0.9" in result.lr_reason
+    # minibatches of 4 at a constant step stop in the noise a little short of least squares
+    assert result.scores["r2"] > least_squares - 0.1
+    assert result.final_loss < 2 * min(result.history["loss"])
+    assert not any("diverged" in w or "larger lr" in w for w in result.warnings), result.warnings

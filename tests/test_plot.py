@@ -70,7 +70,8 @@ def test_predicted_against_actual_for_several_features_and_outputs(tmp_path):
     result = pyfit.fit("linear", X, Y, lr=0.5, epochs=300, seed=0)
     figure = result.plot_predictions(X, Y, tmp_path / "p.png", target_names=["total", "difference"])
     axes = figure.axes[0]
-    assert axes.get_title().startswith("Predicted against actual: linear model, mse loss, sgd")
+    # wrapped to fit the figure's width
+    assert axes.get_title().replace("\n", " ").startswith("Predicted against actual: linear model, mse loss, sgd")
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("actual", "predicted")
     legend = [t.get_text() for t in axes.get_legend().get_texts()]
     assert legend[0].startswith("total (R² ") and legend[1].startswith("difference (R² ")
@@ -79,7 +80,8 @@ def test_predicted_against_actual_for_several_features_and_outputs(tmp_path):
     points = axes.collections[0].get_offsets()
     torch.testing.assert_close(torch.as_tensor(points[:, 1], dtype=torch.float64),
                                result.predict(X)[:, 0].double(), rtol=1e-6, atol=1e-6)
-    r2 = float(legend[0].split("R² ")[1].rstrip(")"))
+    assert legend[0].endswith("over the 40 rows shown)")
+    r2 = float(legend[0].split("R² ")[1].split()[0])
     residual = ((Y[:, 0] - result.predict(X)[:, 0]) ** 2).sum() / ((Y[:, 0] - Y[:, 0].mean()) ** 2).sum()
     assert r2 == pytest.approx(1 - float(residual), abs=1e-3)
     assert (tmp_path / "p.png").read_bytes().startswith(PNG_MAGIC)
@@ -104,3 +106,21 @@ def test_several_curves_fall_back_to_a_linear_scale_when_a_value_is_not_positive
     axes = figure.axes[0]
     assert axes.get_yscale() == "linear" and axes.get_ylabel() == "training loss"
     assert len(axes.lines) == 3  # the zero reference is drawn on a linear scale
+
+
+def _inside_the_figure(figure, artist):
+    figure.canvas.draw()
+    box, edges = artist.get_window_extent(), figure.bbox
+    return edges.x0 <= box.x0 and box.x1 <= edges.x1 and edges.y0 <= box.y0 and box.y1 <= edges.y1
+
+
+def test_a_long_title_is_wrapped_inside_the_figure_not_cut_off(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(30, 3, generator=g)
+    result = pyfit.fit("linear", X, X.sum(1), optimizer="sgd", lr=0.234393, epochs=5, seed=0)
+    result.config["model"] = "a_plugin_model_with_a_rather_long_registry_name"
+    for figure in (result.plot_predictions(X, X.sum(1), target_names=["stack_loss"]), result.plot_loss(),
+                   pyfit.plot.plot_losses({"sgd": [2.0, 1.0]}, title="Loss " * 30)):
+        title = figure.axes[0].title
+        assert "\n" in title.get_text() and _inside_the_figure(figure, title), title.get_text()
+    assert "(lr 0.234)" in result.plot_predictions(X, X.sum(1)).axes[0].get_title().replace("\n", " ")
