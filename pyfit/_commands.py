@@ -226,7 +226,7 @@ def fit(args, parser) -> int:
     import pyfit
     from .data import load_data
     from .fit import DEFAULT_N_ITER_NO_CHANGE
-    from .outcome import has_diverged
+    from .outcome import has_failed
 
     s["start_up"] = time.perf_counter() - args.started  # _settings' checks have imported torch and pyfit
     data = load_data(args.data, s["target"], s["features"], dtype=s["dtype"])
@@ -265,8 +265,8 @@ def fit(args, parser) -> int:
         print(f"pyfit fit: interrupted after epoch {result.epochs}"
               + (f"; saved {s['save']}" if s["save"] else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
-    if has_diverged(result):  # non-finite, or finite far above its best: a failed fit either way
-        why = result.stop_detail if result.stop_reason == "non_finite" else "it diverged (see the warning)"
+    if has_failed(result):  # non-finite, a failed scheduler, or a model left worse than it started
+        why = result.stop_detail if result.stop_reason != "completed" else "it diverged (see the warning)"
         print(f"pyfit fit: error: the fit failed: {why}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

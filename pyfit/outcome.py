@@ -99,9 +99,19 @@ def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
             + (f", and above the first epoch's {start:.4g}" if above_start else ""))
 
 
-def has_diverged(result) -> bool:
-    """True when a fit ended non-finite or, finite, far above its best loss or above its first (see :func:`divergence`)."""
-    return result.stop_reason == "non_finite" or divergence(result.history["loss"], result.final_loss) is not None
+def has_failed(result) -> bool:
+    """True when a fit did not give a usable model: its loss turned non-finite, its scheduler failed,
+    or the returned model's loss is above the first epoch's (it left the model worse than it found it).
+
+    A fit that ends far above its best but below where it started (momentum mid-swing) is
+    warned about by :func:`divergence`, not failed: its model still improved on the start.
+    """
+    if result.stop_reason in ("non_finite", "scheduler_failed"):
+        return True
+    losses, final = result.history["loss"], result.final_loss
+    if not losses or final is None or not math.isfinite(losses[0]):
+        return False
+    return not math.isfinite(final) or (losses[0] > 0 and final > losses[0] * (1 + ABOVE_START))
 
 
 def _momentum(optimizer) -> float:

@@ -15,7 +15,7 @@ class FitResult:
 
     ``history`` maps ``"loss"`` and ``"lr"`` to one value per completed epoch;
     ``stop_reason`` is ``"completed"`` (the epochs ran out), ``"converged"``,
-    ``"early_stopping"``, ``"non_finite"`` or ``"interrupted"``, with
+    ``"early_stopping"``, ``"non_finite"``, ``"scheduler_failed"`` or ``"interrupted"``, with
     ``stop_detail`` saying more; ``backend`` names what ran
     (``"cpp:fused-linear"``, ``"python:autograd"``, ...). ``lr_chosen`` is the
     learning rate the fit started with and ``lr_reason`` why; ``warnings`` lists
