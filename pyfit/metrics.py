@@ -14,10 +14,12 @@ import torch
 from torch import Tensor
 
 
-def _pair(y: Tensor, pred: Tensor):
+def as_float64_pair(y: Tensor, pred: Tensor):
+    """y and pred as (N, K) float64 tensors (no copy of what already is float64)."""
     y = torch.as_tensor(y).double()
     y = y.reshape(y.shape[0], -1)
     return y, torch.as_tensor(pred).double().reshape(y.shape)
+
 
 
 def r2(y: Tensor, pred: Tensor) -> float:
@@ -27,9 +29,10 @@ def r2(y: Tensor, pred: Tensor) -> float:
     >>> r2(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]))
     1.0
     """
-    y, pred = _pair(y, pred)
-    ss_res = ((y - pred) ** 2).sum(0)
-    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    y, pred = as_float64_pair(y, pred)
+    # norms and var reduce without the temporaries that ** 2 would allocate on every row
+    ss_res = torch.linalg.vector_norm(y - pred, dim=0) ** 2
+    ss_tot = y.var(0, correction=0) * y.shape[0]
     if bool((ss_tot == 0).any()):
         return math.nan
     return float((1 - ss_res / ss_tot).mean())
@@ -37,17 +40,31 @@ def r2(y: Tensor, pred: Tensor) -> float:
 
 def rmse(y: Tensor, pred: Tensor) -> float:
     """The root of the mean squared error, per output, averaged over the outputs."""
-    y, pred = _pair(y, pred)
-    return float(((y - pred) ** 2).mean(0).sqrt().mean())
+    y, pred = as_float64_pair(y, pred)
+    return float((torch.linalg.vector_norm(y - pred, dim=0) / math.sqrt(y.shape[0])).mean())
 
 
 def mae(y: Tensor, pred: Tensor) -> float:
     """The mean absolute error."""
-    y, pred = _pair(y, pred)
-    return float((y - pred).abs().mean())
+    y, pred = as_float64_pair(y, pred)
+    return float(torch.linalg.vector_norm(y - pred, ord=1) / y.numel())
 
 
 METRICS: Dict[str, Callable[[Tensor, Tensor], float]] = {"r2": r2, "rmse": rmse, "mae": mae}
+
+
+def all_metrics(y: Tensor, pred: Tensor) -> Dict[str, float]:
+    """Every metric of METRICS at once, from one float64 residual: what r2, rmse and mae give one by one,
+    for a fraction of the passes over millions of rows."""
+    y, pred = as_float64_pair(y, pred)
+    residual = y - pred
+    root_ss_res = torch.linalg.vector_norm(residual, dim=0)  # (K,)
+    ss_tot = y.var(0, correction=0) * y.shape[0]
+    return {
+        "r2": math.nan if bool((ss_tot == 0).any()) else float((1 - root_ss_res ** 2 / ss_tot).mean()),
+        "rmse": float((root_ss_res / math.sqrt(y.shape[0])).mean()),
+        "mae": float(torch.linalg.vector_norm(residual, ord=1) / y.numel()),
+    }
 
 
 def check_metric_names(names: Iterable[str]) -> list:

@@ -41,15 +41,19 @@ def _next_steps(first: str, standardized: bool, lr_was_auto: bool) -> str:
 
 
 def _scores(model, loss_fn, X: Tensor, y: Tensor, prefix: str = "") -> tuple:
-    """The model's predictions for X and ``{prefix + name: value}`` for the loss and every metric."""
+    """y and the model's predictions for X, both (N, K) float64, and ``{prefix + name: value}`` for the
+    loss and every metric."""
     from ._paths import _match_prediction
-    from .metrics import METRICS
+    from .metrics import all_metrics, as_float64_pair
 
     with torch.no_grad():
         pred = _match_prediction(model(X), y)
         scores = {prefix + "loss": float(loss_fn(pred, y, model=model))}
-    scores.update({prefix + name: metric(y, pred) for name, metric in METRICS.items()})
-    return pred, scores
+    # one float64 copy of each, shared by every metric and the diagnosis: on millions of rows
+    # the copies cost more than the sums
+    y, pred = as_float64_pair(y, pred)
+    scores.update({prefix + name: value for name, value in all_metrics(y, pred).items()})
+    return y, pred, scores
 
 
 def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None,
@@ -65,9 +69,9 @@ def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None
     was_training = model.training
     model.eval()
     try:
-        pred, scores = _scores(model, loss_fn, X, y)
+        y, pred, scores = _scores(model, loss_fn, X, y)
         if X_val is not None:
-            scores.update(_scores(model, loss_fn, X_val, y_val, "val_")[1])
+            scores.update(_scores(model, loss_fn, X_val, y_val, "val_")[2])
     finally:
         model.train(was_training)
     result.returned_loss, result.scores = scores["loss"], scores
@@ -75,7 +79,7 @@ def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None
                                epochs=result.epochs, lr=result.lr_chosen,
                                standardized=isinstance(model, Standardized),
                                lr_was_auto=result.lr_reason.startswith("auto"), final_loss=scores["loss"],
-                               momentum=_momentum(result.optimizer))
+                               momentum=_momentum(result.optimizer), r2_score=scores["r2"])
 
 
 def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
@@ -83,7 +87,7 @@ def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
     more than DIVERGED_FACTOR times the best epoch's, or above the first epoch's.
 
     >>> divergence([10.0, 4.0, 2.0, 30.0], 50.0)
-    'its final loss 50 is 25 times the best, 2 (epoch 3), and above the first epoch's 10'
+    "its final loss 50 is 25 times the best, 2 (epoch 3), and above the first epoch's 10"
     """
     finite = [v for v in losses if math.isfinite(v)]
     if not finite or not math.isfinite(final_loss):
@@ -179,14 +183,14 @@ def _constant(y: Tensor, pred: Tensor, standardized: bool) -> Optional[str]:
 def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Tensor, pred: Tensor,
              *, epochs: int, lr: Optional[float] = None, standardized: bool = False,
              lr_was_auto: bool = False, final_loss: Optional[float] = None,
-             momentum: float = 0.0) -> List[str]:
+             momentum: float = 0.0, r2_score: Optional[float] = None) -> List[str]:
     """One warning with a next step per problem found; an empty list for a fit that looks sound.
 
     ``losses`` is the per-epoch history, ``pred`` the returned model's
     predictions for the training targets ``y`` and ``final_loss`` its loss (the
     last epoch's when not given); ``standardized`` and ``lr_was_auto`` leave out
     the advice to standardize and to use lr="auto"; ``momentum`` (SGD's) adds
-    less momentum to the advice for a diverged fit. A diverged fit gets that one
+    less momentum to the advice for a diverged fit; ``r2_score``, when given, is pred's R² (saves a pass). A diverged fit gets that one
     warning alone: the others would read its symptoms as a fit too slow or too
     short.
 
@@ -210,7 +214,7 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
                 "for lr='auto'"]
     not_converged = _not_converged(losses, stop_reason, epochs, standardized, lr_was_auto)
     oscillating = _oscillating(losses, lr, lr_was_auto)
-    score = r2(y, pred) if y.shape[0] > 1 else math.nan
+    score = math.nan if y.shape[0] <= 1 else r2_score if r2_score is not None else r2(y, pred)
     # a loss that fell less than a tenth from where it started has barely moved: the steps are too short
     crawling = not_converged is not None or (len(losses) > 1 and losses[-1] >= 0.9 * losses[0])
     found = [not_converged, oscillating,
