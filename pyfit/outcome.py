@@ -82,6 +82,11 @@ def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None
                                momentum=_momentum(result.optimizer), r2_score=scores["r2"])
 
 
+def _above_start(start: float, final_loss: float) -> bool:
+    """Whether the returned model's loss is above the first epoch's: the fit left it worse than it found it."""
+    return math.isfinite(start) and start > 0 and final_loss > start * (1 + ABOVE_START)
+
+
 def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
     """How a fit whose losses stayed finite still diverged, or None: ``final_loss`` (the returned model's)
     more than DIVERGED_FACTOR times the best epoch's, or above the first epoch's.
@@ -95,7 +100,7 @@ def divergence(losses: Sequence[float], final_loss: float) -> Optional[str]:
     best = min(finite)
     epoch = losses.index(best) + 1
     start = losses[0]
-    above_start = math.isfinite(start) and start > 0 and final_loss > start * (1 + ABOVE_START)
+    above_start = _above_start(start, final_loss)
     if not (far_above_best(final_loss, best, start) or above_start):
         return None
     times = f"{final_loss / best:.3g} times the best" if best > 0 else "above the best"
@@ -115,7 +120,7 @@ def has_failed(result) -> bool:
     losses, final = result.history["loss"], result.final_loss
     if not losses or final is None or not math.isfinite(losses[0]):
         return False
-    return not math.isfinite(final) or (losses[0] > 0 and final > losses[0] * (1 + ABOVE_START))
+    return not math.isfinite(final) or _above_start(losses[0], final)
 
 
 def _momentum(optimizer) -> float:
