@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, _key_values, parse_value
+from ._cli_values import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, key_values, parse_value
 
 DEMO_WEIGHT, DEMO_BIAS, DEMO_POINTS = 3.0, 0.8, 50
 _PARAMETERS_IN_SUMMARY = 10  # more than this many numbers are left to --json and checkpoints
@@ -101,7 +101,7 @@ def _read_config(path: str, parser) -> Dict[str, Any]:
 def _settings(args, parser) -> Dict[str, Any]:
     """The fit's settings: flags, then --config, then the --resume checkpoint's, then the defaults."""
     config = _read_config(args.config, parser) if args.config else {}
-    flag_tables = {dest: _key_values(getattr(args, dest), "--" + dest.replace("_", "-"), parser)
+    flag_tables = {dest: key_values(getattr(args, dest), "--" + dest.replace("_", "-"), parser)
                    for dest in _ARG_TABLES}
     merged = {dest: getattr(args, dest) if getattr(args, dest) is not None else config.get(dest)
               for dest in set(_CONFIG_KEYS.values()) if dest not in _ARG_TABLES}
@@ -225,7 +225,7 @@ def fit(args, parser) -> int:
 
     import pyfit
     from .data import load_data
-    from .fit import DEFAULT_N_ITER_NO_CHANGE
+    from . import defaults
     from .outcome import has_failed
 
     s["start_up"] = time.perf_counter() - args.started  # _settings' checks have imported torch and pyfit
@@ -243,7 +243,7 @@ def fit(args, parser) -> int:
         s["model"], data.X, data.y, loss=s["loss"], optimizer=s["optimizer"], lr=s["lr"], epochs=s["epochs"],
         batch_size=s["batch_size"], shuffle=bool(s["shuffle"]), seed=s["seed"], scheduler=s["scheduler"],
         standardize=s["standardize"], tol="auto" if s["tol"] is None else (s["tol"] or None),
-        n_iter_no_change=s["n_iter_no_change"] or DEFAULT_N_ITER_NO_CHANGE, callbacks=callbacks,
+        n_iter_no_change=s["n_iter_no_change"] or defaults.N_ITER_NO_CHANGE, callbacks=callbacks,
         validation_split=s["validation_split"], progress=False if (s["quiet"] or s["json"]) else None,
         model_kwargs=s["model_arg"], loss_kwargs=s["loss_arg"], scheduler_kwargs=s["sched_arg"],
         resume_from=s["resume"], **s["opt_arg"])
@@ -322,9 +322,9 @@ def lr_find(args, parser) -> int:
     found = pyfit.find_lr(
         args.model, data.X, data.y, loss=args.loss, optimizer=args.optimizer, batch_size=args.batch_size,
         standardize=args.standardize, seed=args.seed, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
-        model_kwargs=_key_values(args.model_arg, "--model-arg", parser),
-        loss_kwargs=_key_values(args.loss_arg, "--loss-arg", parser), plot=args.plot,
-        **_key_values(args.opt_arg, "--opt-arg", parser))
+        model_kwargs=key_values(args.model_arg, "--model-arg", parser),
+        loss_kwargs=key_values(args.loss_arg, "--loss-arg", parser), plot=args.plot,
+        **key_values(args.opt_arg, "--opt-arg", parser))
     if args.json:
         print(json.dumps({"lr": found.lr, "reason": found.reason, "plot": args.plot, "lrs": found.lrs,
                           "losses": found.losses}))
@@ -379,7 +379,7 @@ def _optimizer_spec(text: str, parser) -> Dict[str, Any]:
     name, _, settings = text.partition(":")
     # commas inside brackets belong to a value (betas=[0.9,0.99])
     pairs = [pair for pair in re.split(r",(?![^\[]*\])", settings) if pair.strip()]
-    return {"name": name.strip(), **_key_values(pairs, f"--optimizer {text}", parser)}
+    return {"name": name.strip(), **key_values(pairs, f"--optimizer {text}", parser)}
 
 
 def compare(args, parser) -> int:
@@ -394,7 +394,7 @@ def compare(args, parser) -> int:
 
     data = load_data(args.data, args.target, args.features)
     fit_kwargs = {"batch_size": args.batch_size, "progress": False,
-                  "model_kwargs": _key_values(args.model_arg, "--model-arg", parser)}
+                  "model_kwargs": key_values(args.model_arg, "--model-arg", parser)}
     table = pyfit.compare(args.model, data.X, data.y, specs, lrs=lrs[0] if lrs and len(lrs) == 1 else lrs,
                           epochs=args.epochs, seed=args.seed, tol=args.tol, loss=args.loss, fit_kwargs=fit_kwargs)
     table.plot(args.plot)

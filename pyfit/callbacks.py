@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional, Protocol
 import torch
 from torch import nn
 
+from . import defaults
+
 COMPLETED = "completed"
 EARLY_STOPPING = "early_stopping"
 NON_FINITE = "non_finite"
@@ -162,7 +164,7 @@ class Convergence(Callback):
     per_epoch = False
     epochs_per_check = 20
 
-    def __init__(self, tol: float = 1e-5, n_iter_no_change: int = 5):
+    def __init__(self, tol: float = defaults.TOL, n_iter_no_change: int = defaults.N_ITER_NO_CHANGE):
         if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 <= tol < 1:
             raise ValueError(f"tol must be a number in [0, 1), got {tol!r}")
         if not isinstance(n_iter_no_change, int) or isinstance(n_iter_no_change, bool) or n_iter_no_change < 1:

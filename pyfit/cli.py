@@ -12,54 +12,13 @@ traceback; ``PYFIT_DEBUG=1`` shows it), 2 a usage error, 130 an interrupt.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def parse_value(text: str) -> Any:
-    """A ``--model-arg`` value: JSON where it parses (3, 0.5, true, [8, 8]), else the string itself.
-
-    >>> [parse_value(v) for v in ("3", "0.5", "true", "[8,8]", "tanh", "True")]
-    [3, 0.5, True, [8, 8], 'tanh', True]
-    """
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _key_values(pairs: Optional[List[str]], flag: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
-    result = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            parser.error(f"{flag} takes KEY=VALUE, got {pair!r}")
-        result[key.strip().replace("-", "_")] = parse_value(value)
-    return result
-
-
-def learning_rate(text: str) -> Any:
-    """A ``--lr`` value: a number, or ``auto``.
-
-    >>> learning_rate("0.1"), learning_rate("auto")
-    (0.1, 'auto')
-    """
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+from . import defaults
+from ._cli_values import EXIT_FAILED, EXIT_INTERRUPTED, learning_rate
 
 
 def _add_demo(commands) -> None:
@@ -67,9 +26,12 @@ def _add_demo(commands) -> None:
                                description="Fit the line y = 3x + 0.8 to 50 points with x uniform in [0, 1), "
                                            "print the fitted parameters and save the loss and fit plots.")
     demo.add_argument("--output", default="pyfit-demo", metavar="DIR", help="where the plots go (./pyfit-demo)")
-    demo.add_argument("--epochs", type=int, default=3000, help="full-batch SGD epochs (3000)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the points and the model (0)")
-    demo.add_argument("--lr", type=float, default=0.1, help="learning rate (0.1; 0.01 stops short at w=2.93)")
+    demo.add_argument("--epochs", type=int, default=defaults.DEMO_EPOCHS,
+                      help=f"full-batch SGD epochs ({defaults.DEMO_EPOCHS})")
+    demo.add_argument("--seed", type=int, default=defaults.DEMO_SEED,
+                      help=f"seed of the points and the model ({defaults.DEMO_SEED})")
+    demo.add_argument("--lr", type=float, default=defaults.DEMO_LR,
+                      help=f"learning rate ({defaults.DEMO_LR}; 0.01 stops short at w=2.93)")
 
 
 def _add_fit(commands) -> None:
@@ -79,9 +41,9 @@ def _add_fit(commands) -> None:
     fit.add_argument("data", help="CSV with a header line, .npy 2-D array (columns '0', '1', ...) or .npz")
     fit.add_argument("--target", help="the column(s) to predict, comma-separated")
     fit.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
-    fit.add_argument("--model", help="registered model name (default linear; see `pyfit plugins`)")
-    fit.add_argument("--loss", help="registered loss name (default mse)")
-    fit.add_argument("--optimizer", help="registered optimizer name (default sgd)")
+    fit.add_argument("--model", help=f"registered model name (default {defaults.MODEL}; see `pyfit plugins`)")
+    fit.add_argument("--loss", help=f"registered loss name (default {defaults.LOSS})")
+    fit.add_argument("--optimizer", help=f"registered optimizer name (default {defaults.OPTIMIZER})")
     fit.add_argument("--scheduler", help="registered LR scheduler name (default none)")
     for flag, what in (("--model-arg", "model"), ("--opt-arg", "optimizer"), ("--loss-arg", "loss"),
                        ("--sched-arg", "scheduler")):
@@ -91,12 +53,13 @@ def _add_fit(commands) -> None:
                      help="learning rate, or 'auto' (the default): for SGD on a linear or polynomial model under "
                           "mse/sse the step that provably cannot diverge, else a range test's suggestion")
     fit.add_argument("--epochs", type=int,
-                     help="the most epochs in all, resumed ones included (default 10000; the fit stops earlier "
+                     help=f"the most epochs in all, resumed ones included (default {defaults.EPOCHS_LEAST_SQUARES} for "
+                          f"SGD on a linear model under mse or sse, else {defaults.EPOCHS}; the fit stops earlier "
                           "once converged, see --tol)")
     fit.add_argument("--tol", type=float,
                      help="stop when the loss improves by less than this fraction of its best for "
-                          "--n-iter-no-change epochs (default 1e-5; 0 never stops early)")
-    fit.add_argument("--n-iter-no-change", type=int, metavar="N", help="epochs without improvement (default 5)")
+                          f"--n-iter-no-change epochs (default {defaults.TOL}; 0 never stops early)")
+    fit.add_argument("--n-iter-no-change", type=int, metavar="N", help=f"epochs without improvement (default {defaults.N_ITER_NO_CHANGE})")
     fit.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                      help="standardize the features with their training mean and spread, kept in the model "
                           "(default on); weights are reported in the data's units")
@@ -126,9 +89,10 @@ def _add_lr_find(commands) -> None:
     lr_find.add_argument("data", help="CSV with a header line, .npy or .npz, as for `pyfit fit`")
     lr_find.add_argument("--target", required=True, help="the column(s) to predict, comma-separated")
     lr_find.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
-    lr_find.add_argument("--model", default="linear", help="registered model name (linear)")
-    lr_find.add_argument("--loss", default="mse", help="registered loss name (mse)")
-    lr_find.add_argument("--optimizer", default="sgd", help="registered optimizer name (sgd)")
+    lr_find.add_argument("--model", default=defaults.MODEL, help=f"registered model name ({defaults.MODEL})")
+    lr_find.add_argument("--loss", default=defaults.LOSS, help=f"registered loss name ({defaults.LOSS})")
+    lr_find.add_argument("--optimizer", default=defaults.OPTIMIZER,
+                         help=f"registered optimizer name ({defaults.OPTIMIZER})")
     for flag, what in (("--model-arg", "model"), ("--opt-arg", "optimizer"), ("--loss-arg", "loss")):
         lr_find.add_argument(flag, action="append", metavar="KEY=VALUE", help=f"a {what} argument; repeat it")
     lr_find.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
@@ -160,20 +124,21 @@ def _add_compare(commands) -> None:
     compare.add_argument("data", help="CSV with a header line, .npy 2-D array or .npz")
     compare.add_argument("--target", required=True, help="the column(s) to predict, comma-separated")
     compare.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
-    compare.add_argument("--optimizer", nargs="+", default=["sgd", "adam"], metavar="NAME[:KEY=VALUE,...]",
+    compare.add_argument("--optimizer", nargs="+", default=list(defaults.COMPARE_OPTIMIZERS), metavar="NAME[:KEY=VALUE,...]",
                          help="optimizers to compare, each with its settings, e.g. sgd sgd:momentum=0.9 "
-                              "lbfgs:lr=1,line_search_fn=strong_wolfe (default: sgd adam)")
+                              f"lbfgs:lr=1,line_search_fn=strong_wolfe (default: {' '.join(defaults.COMPARE_OPTIMIZERS)})")
     compare.add_argument("--lr", type=float, nargs="+", metavar="LR",
                          help="one learning rate for all, or one per optimizer (default: fit's)")
-    compare.add_argument("--model", default="linear", help="registered model name (default linear)")
+    compare.add_argument("--model", default=defaults.MODEL, help=f"registered model name (default {defaults.MODEL})")
     compare.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="a model argument; repeat it")
-    compare.add_argument("--loss", default="mse", help="registered loss name (default mse)")
-    compare.add_argument("--epochs", type=int, default=100, help="epochs per optimizer (default 100)")
+    compare.add_argument("--loss", default=defaults.LOSS, help=f"registered loss name (default {defaults.LOSS})")
+    compare.add_argument("--epochs", type=int, default=defaults.COMPARE_EPOCHS,
+                         help=f"epochs per optimizer (default {defaults.COMPARE_EPOCHS})")
     compare.add_argument("--batch-size", type=int, help="minibatch size (default: full batch)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the initial parameters, shared (default 0)")
-    compare.add_argument("--tol", type=float, default=0.001,
+    compare.add_argument("--tol", type=float, default=defaults.COMPARE_TOL,
                          help="an optimizer reaches TOL when all but TOL of the gap from the start loss to the "
-                              "best loss is closed (0.001)")
+                              f"best loss is closed ({defaults.COMPARE_TOL})")
     compare.add_argument("--plot", default="compare.png", metavar="PATH",
                          help="where the loss curves go (default compare.png)")
     compare.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

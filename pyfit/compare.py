@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from . import defaults
 from .errors import InputError
 from ._fusable import _declared_by_definer
 from .losses import as_loss, build_loss
@@ -28,7 +29,6 @@ from .validation import check_fit_data, check_positive
 # an optimizer as compare takes it: a registry name, or {"name": ..., setting: value, ...}
 OptimizerSpec = Union[str, Mapping[str, Any]]
 REFERENCE_LABEL = "least squares (closed form)"
-DEFAULT_TOL = 1e-3
 
 
 @dataclass
@@ -285,9 +285,9 @@ def compare(
     optimizers: Sequence[OptimizerSpec] = ("sgd", "adam"),
     *,
     lrs: Any = None,
-    epochs: int = 100,
+    epochs: int = defaults.COMPARE_EPOCHS,
     seed: int = 0,
-    tol: float = DEFAULT_TOL,
+    tol: float = defaults.COMPARE_TOL,
     loss: Any = "mse",
     validation_data: Any = None,
     reference: bool = True,

@@ -24,6 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import defaults
 from .callbacks import EarlyStopping
 from .checkpoint import registry_name
 from .errors import InputError
@@ -68,13 +69,13 @@ class Regressor(RegressorMixin, BaseEstimator):
     (1.0, 3.0, 0.8)
     """
 
-    def __init__(self, model: str = "linear", loss: str = "mse", optimizer: str = "sgd",
-                 lr: Union[float, str] = "auto", epochs: Optional[int] = None, batch_size: Optional[int] = None,
+    def __init__(self, model: str = defaults.MODEL, loss: str = defaults.LOSS, optimizer: str = defaults.OPTIMIZER,
+                 lr: Union[float, str] = defaults.LR, epochs: Optional[int] = None, batch_size: Optional[int] = None,
                  shuffle: bool = False, random_state: Any = None, scheduler: Optional[str] = None,
                  early_stopping: Union[bool, int, None] = None, warm_start: bool = False,
                  model_kwargs: Optional[Dict[str, Any]] = None, optimizer_kwargs: Optional[Dict[str, Any]] = None,
                  loss_kwargs: Optional[Dict[str, Any]] = None, standardize: bool = True,
-                 tol: Optional[float] = 1e-5, n_iter_no_change: int = 5, verbose: bool = False,
+                 tol: Optional[float] = defaults.TOL, n_iter_no_change: int = defaults.N_ITER_NO_CHANGE, verbose: bool = False,
                  validation_fraction: float = 0.1):
         self.model = model
         self.loss = loss

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import pyfit
-from pyfit.cli import main, parse_value
+from pyfit._cli_values import parse_value
+from pyfit.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
