@@ -7,14 +7,17 @@ path (see ``_paths.py``).
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 import torch
 from torch import nn
 
-from . import _paths
+from . import _paths, defaults
 from .callbacks import COMPLETED, Callback, Convergence, FitState, LRScheduling
 from ._checkpoint_schema import check_restorable
 from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
@@ -45,11 +48,6 @@ from .validation import (
     check_seed,
 )
 
-DEFAULT_LR = 0.01  # what an optimizer given by name starts from; lr="auto" (the default) sets its own
-# caps (the fit stops earlier once the loss stops improving, see tol): epochs of least-squares SGD
-# cost one read of the data, an autograd epoch many times that
-DEFAULT_EPOCHS_LEAST_SQUARES, DEFAULT_EPOCHS = 10_000, 1_000
-DEFAULT_TOL, DEFAULT_N_ITER_NO_CHANGE = 1e-5, 5
 
 
 def _resolve_model(model: Any, X: torch.Tensor, y: torch.Tensor, seed: Optional[int],
@@ -88,7 +86,7 @@ def _resolve_optimizer(optimizer: Any, model: nn.Module, lr: Optional[float], op
                             "pass them there, or give the optimizer by name")
         return optimizer
     settings = dict(saved_settings or {})
-    settings.setdefault("lr", DEFAULT_LR)
+    settings.setdefault("lr", defaults.LR_WHEN_NONE)
     if lr is not None:
         settings["lr"] = lr
     settings.update(optimizer_kwargs)
@@ -214,21 +212,35 @@ def _epoch_only(scheduler: Any) -> bool:
     return isinstance(scheduler, lr_scheduler.LRScheduler)
 
 
+def _load_compiler_for(runner: _paths.Runner) -> float:
+    """Import torch's compiler stack now if the runner's optimizer steps will; returns the seconds it took.
+
+    torch.optim's ``step`` imports it on its first call in a process (over a second);
+    taken here, that cost stays out of the fit's reported time. The fused path never
+    steps a torch optimizer and skips it.
+    """
+    if not isinstance(runner, _paths.Autograd) or "torch._dynamo" in sys.modules:
+        return 0.0
+    began = time.perf_counter()
+    importlib.import_module("torch._dynamo")
+    return time.perf_counter() - began
+
+
 def fit(
     model: Any,
     X: Any,
     y: Any,
     *,
-    loss: Any = "mse",
-    optimizer: Any = "sgd",
-    lr: Union[float, str, None] = "auto",
+    loss: Any = defaults.LOSS,
+    optimizer: Any = defaults.OPTIMIZER,
+    lr: Union[float, str, None] = defaults.LR,
     epochs: Optional[int] = None,
     batch_size: Optional[int] = None,
     shuffle: bool = False,
     seed: Optional[int] = None,
     standardize: Optional[bool] = None,
     tol: Union[float, str, None] = "auto",
-    n_iter_no_change: int = DEFAULT_N_ITER_NO_CHANGE,
+    n_iter_no_change: int = defaults.N_ITER_NO_CHANGE,
     validation_data: Any = None,
     validation_split: Optional[float] = None,
     metrics: Iterable[str] = (),
@@ -313,6 +325,50 @@ def fit(
     [3.0, 0.8]
     """
     started = time.perf_counter()
+    plan = _plan(model, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+                 shuffle=shuffle, seed=seed, standardize=standardize, tol=tol, n_iter_no_change=n_iter_no_change,
+                 validation_data=validation_data, validation_split=validation_split, metrics=metrics,
+                 scheduler=scheduler, callbacks=callbacks, model_kwargs=model_kwargs, loss_kwargs=loss_kwargs,
+                 scheduler_kwargs=scheduler_kwargs, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                 resume_from=resume_from, threads=threads, optimizer_kwargs=optimizer_kwargs)
+    return _run(plan, started, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                threads=threads)
+
+
+@dataclass
+class _Plan:
+    """A fit resolved and checked in full, before anything of the user's has changed."""
+
+    model: nn.Module
+    loss_fn: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # the scheduler as given (None, a name, an object or a factory)
+    scheduler_factory: Any  # builds the fit's scheduler on its optimizer; None: the scheduler object as given
+    scheduler_like: Any  # a scheduler stepped as the fit's will be, to check it (None without one)
+    X: torch.Tensor
+    y: torch.Tensor
+    X_val: Optional[torch.Tensor]
+    y_val: Optional[torch.Tensor]
+    epochs: int
+    batch_size: Optional[int]
+    shuffle: bool
+    seed: Optional[int]
+    callbacks: List[Any]
+    config: Dict[str, Any]
+    saved: Optional[Dict[str, Any]]  # the checkpoint resumed from
+    resume_from: Optional[str]
+    changes: Dict[str, Any]  # optimizer settings a resumed fit changes
+    lr_reason: Optional[str]
+
+
+def _plan(model: Any, X: Any, y: Any, *, loss: Any, optimizer: Any, lr: Union[float, str, None],
+          epochs: Optional[int], batch_size: Optional[int], shuffle: bool, seed: Optional[int],
+          standardize: Optional[bool], tol: Union[float, str, None], n_iter_no_change: int, validation_data: Any,
+          validation_split: Optional[float], metrics: Iterable[str], scheduler: Any, callbacks: Iterable[Callback],
+          model_kwargs: Optional[Dict[str, Any]], loss_kwargs: Optional[Dict[str, Any]],
+          scheduler_kwargs: Optional[Dict[str, Any]], checkpoint: Optional[str], checkpoint_every: Optional[int],
+          resume_from: Optional[str], threads: Optional[int], optimizer_kwargs: Dict[str, Any]) -> _Plan:
+    """Resolve and check every setting of a fit (see ``fit``); nothing of the user's changes here."""
     # every check comes first: nothing of the user's changes until the last one has passed
     if epochs is not None:
         check_epochs(epochs)
@@ -324,7 +380,7 @@ def fit(
     if standardize is not None and not isinstance(standardize, bool):
         raise InputError(f"standardize must be True, False or None, got {standardize!r}")
     if tol == "auto":
-        tol = DEFAULT_TOL if epochs is None else None
+        tol = defaults.TOL if epochs is None else None
     stopper = Convergence(tol, n_iter_no_change) if tol is not None else None
     check_checkpoint_settings(checkpoint, checkpoint_every, resume_from)
     seed = check_seed(seed)
@@ -352,7 +408,7 @@ def fit(
     if epochs is None:
         cheap = is_least_squares_sgd(built, loss_fn, type(optimizer) if isinstance(optimizer, torch.optim.Optimizer)
                                      else optimizer)
-        epochs = DEFAULT_EPOCHS_LEAST_SQUARES if cheap else DEFAULT_EPOCHS
+        epochs = defaults.EPOCHS_LEAST_SQUARES if cheap else defaults.EPOCHS
     resumed_settings = _saved_optimizer_settings(saved, optimizer)
     lr, lr_reason = starting_lr(lr, optimizer, optimizer_kwargs, resumed_settings is not None, built, loss_fn, X, y,
                                 batch_size)
@@ -386,8 +442,18 @@ def fit(
             # the settings in effect, the saved ones with this fit's changes
             config["lr"] = saved["config"].get("lr") if lr is None else lr
             config["optimizer_kwargs"] = {**(saved["config"].get("optimizer_kwargs") or {}), **optimizer_kwargs}
+    return _Plan(model=built, loss_fn=loss_fn, optimizer=opt, scheduler=scheduler, scheduler_factory=scheduler_factory,
+                 scheduler_like=scheduler_like, X=X, y=y, X_val=X_val, y_val=y_val, epochs=epochs,
+                 batch_size=batch_size, shuffle=shuffle, seed=seed, callbacks=callbacks, config=config, saved=saved,
+                 resume_from=resume_from, changes=changes, lr_reason=lr_reason)
 
-    # all checked: build the scheduler on the real optimizer, restore a resumed fit, run
+
+def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: Optional[str],
+         checkpoint_every: Optional[int], threads: Optional[int]) -> FitResult:
+    """Run a checked fit: build its scheduler, restore what it resumes, run its epochs and assess the result."""
+    built, loss_fn, opt, callbacks, config = plan.model, plan.loss_fn, plan.optimizer, plan.callbacks, plan.config
+    X, y, X_val, y_val, saved, resume_from = plan.X, plan.y, plan.X_val, plan.y_val, plan.saved, plan.resume_from
+    scheduler_factory, scheduler, seed, epochs = plan.scheduler_factory, plan.scheduler, plan.seed, plan.epochs
     sched = scheduler_factory(opt) if scheduler_factory is not None else scheduler
     epoch_only = _epoch_only(sched)
     if not epoch_only:
@@ -397,9 +463,10 @@ def fit(
     state = FitState(model=built, optimizer=opt, epochs=epochs, scheduler=sched, generator=generator)
     if saved is not None:
         restore(saved, resume_from, model=built, optimizer=opt, scheduler=sched, state=state)
-        apply_optimizer_settings(opt, changes)
-    runner = _paths.choose(built, loss_fn, opt, X, y, batch_size, shuffle, generator,
+        apply_optimizer_settings(opt, plan.changes)
+    runner = _paths.choose(built, loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
                            precomputed_scheduler=sched if epoch_only else None)
+    started += _load_compiler_for(runner)
 
     def result() -> FitResult:
         return FitResult(
@@ -415,7 +482,7 @@ def fit(
     if state.stop_reason is None:
         state.stop(COMPLETED)
     final = result()
-    final.lr_chosen, final.lr_reason = float(opt.param_groups[0]["lr"]), lr_reason or "given"
+    final.lr_chosen, final.lr_reason = float(opt.param_groups[0]["lr"]), plan.lr_reason or "given"
     first_new_epoch = saved["epoch"] if saved is not None else 0  # a resumed fit's own epochs start there
     if len(state.history["lr"]) > first_new_epoch:
         final.lr_chosen = state.history["lr"][first_new_epoch]
