@@ -67,11 +67,6 @@ _HOMES = {
 
 
 def _import_public_names() -> None:
-    # torch imports its compiler stack (about two seconds) the first time a process
-    # builds an optimizer: torch.optim.Optimizer's methods are wrapped in
-    # torch._disable_dynamo. Importing it here, with the rest of pyfit, keeps those
-    # seconds out of the first fit's FitResult.seconds.
-    importlib.import_module("torch._dynamo")
     for name, home in _HOMES.items():
         module = importlib.import_module(f"{__name__}.{home}")
         globals()[name] = module if name == "ops" else getattr(module, name)

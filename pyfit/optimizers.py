@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import sys
 from typing import Any, Iterable, List, Optional
 
 import torch
@@ -54,9 +55,28 @@ def _plain_number(value: Any) -> bool:
     return not isinstance(value, Tensor) or not value.requires_grad
 
 
+class _NoCompilerImport:
+    """Builds the optimizer without importing torch's compiler stack.
+
+    torch wraps ``Optimizer.add_param_group`` so that torch.compile never traces into
+    it, and that wrapper imports torch._dynamo (over a second, once per process) on
+    its first call: every optimizer construction pays it, although a fit on pyfit's
+    fused path never needs the compiler. While torch._dynamo is not imported no code
+    can be running under torch.compile, so the wrapper would do nothing but import
+    it; torch's own method (the wrapped function) then does the work. Once the
+    compiler is loaded, torch's wrapper runs as always.
+    """
+
+    def add_param_group(self, param_group: dict) -> None:
+        unwrapped = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+        if unwrapped is None or "torch._dynamo" in sys.modules:
+            return super().add_param_group(param_group)
+        return unwrapped(self, param_group)
+
+
 @OPTIMIZERS.register("sgd", description="stochastic gradient descent (momentum, nesterov, weight decay), fused update",
                      flags=(FUSED_SGD,))
-class SGD(torch.optim.SGD):
+class SGD(_NoCompilerImport, torch.optim.SGD):
     """torch.optim.SGD with the same arguments, semantics and state_dict, whose step
     updates the dense float32/float64 tensors of a param group in one fused call.
 
@@ -158,7 +178,7 @@ class SGD(torch.optim.SGD):
         return buffers  # torch's functional update fills in the buffers it creates
 
 
-class _CheckedSettings:
+class _CheckedSettings(_NoCompilerImport):
     """Runs pyfit's settings checks before a torch optimizer's own constructor, which takes
     the same arguments, positional ones included."""
 

@@ -74,7 +74,7 @@ import pyfit
 assert "torch" not in sys.modules, "import pyfit imported torch"
 import pyfit.losses  # a module that imports `from . import ops` before any public name is used
 assert set(pyfit.__all__) <= set(dir(pyfit)), set(pyfit.__all__) - set(dir(pyfit))
-from pyfit.fit import DEFAULT_N_ITER_NO_CHANGE  # the module first: pyfit.fit stays the function
+from pyfit.fit import FitResult  # the module first: pyfit.fit stays the function
 from pyfit.compare import Comparison
 import pyfit.predict
 assert pyfit.fit is sys.modules["pyfit.fit"].fit, pyfit.fit
@@ -92,10 +92,15 @@ print("lazy ok")
 """
 
 
-def test_public_names_import_on_first_use_and_keep_their_meaning():
-    done = subprocess.run([sys.executable, "-c", LAZY_PACKAGE], cwd=ROOT, env=ENV, capture_output=True, text=True,
+def run_python(code: str, expected: str) -> None:
+    """Run ``code`` in a fresh interpreter; it must succeed and print ``expected``."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=300)
-    assert done.returncode == 0 and "lazy ok" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and expected in done.stdout, done.stdout + done.stderr
+
+
+def test_public_names_import_on_first_use_and_keep_their_meaning():
+    run_python(LAZY_PACKAGE, "lazy ok")
 
 
 def test_unknown_attribute_is_an_attribute_error():
@@ -103,3 +108,37 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'fitt'"):
         pyfit.fitt  # noqa: B018
+
+
+# A fused fit never steps a torch optimizer, so it never needs torch's compiler stack,
+# which torch would otherwise import the first time an optimizer is built (over a second).
+NO_COMPILER = """
+import sys, torch, pyfit
+names = ("sgd", "adam", "adagrad", "lbfgs")
+built = {name: pyfit.build_optimizer(name, [torch.nn.Parameter(torch.ones(3))], lr=0.5) for name in names}
+result = pyfit.fit("linear", [[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0], lr=0.1, epochs=500, seed=0)
+assert "fused" in result.backend, result.backend
+assert "torch._dynamo" not in sys.modules, "building an optimizer imported torch's compiler"
+# torch's own classes (which import the compiler) build the same groups
+strip = lambda opt: [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+for name, reference in zip(names, (torch.optim.SGD, torch.optim.Adam, torch.optim.Adagrad, torch.optim.LBFGS)):
+    plain = reference([torch.nn.Parameter(torch.ones(3))], lr=0.5)
+    assert strip(built[name]) == strip(plain), (name, built[name].param_groups)
+    assert built[name].state_dict()["state"].keys() == plain.state_dict()["state"].keys(), name
+# once the compiler is loaded, torch's own wrapper runs again, and groups still add alike
+assert "torch._dynamo" in sys.modules
+opt = pyfit.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.2})
+assert [g["lr"] for g in opt.param_groups] == [0.1, 0.2]
+print("no compiler ok")
+"""
+
+
+def test_building_an_optimizer_and_a_fused_fit_import_no_compiler():
+    run_python(NO_COMPILER, "no compiler ok")
+
+
+def test_an_autograd_fit_loads_the_compiler_before_its_clock_starts():
+    # torch.optim's first step imports the compiler; fit imports it first, outside FitResult.seconds
+    run_python("import sys, pyfit; r = pyfit.fit('mlp', [[0.0], [1.0]], [0.0, 1.0], epochs=3, seed=0); "
+               "assert 'torch._dynamo' in sys.modules and 'autograd' in r.backend, r.backend; print('ok')", "ok")
