@@ -73,3 +73,22 @@ def test_loss_given_as_a_function_of_the_model_gets_it():
     # a given lr: lr="auto" would first run its range test on a copy of the model
     result = pyfit.fit("linear", torch.rand(10), torch.rand(10), loss=loss, lr=0.1, epochs=2)
     assert seen and all(m is result.model for m in seen)
+
+
+@pytest.mark.parametrize("name, reduction", [("mse", "mean"), ("sse", "sum")])
+@pytest.mark.parametrize("numel", [1000, 1 << 17])
+def test_squared_error_takes_the_fused_op_only_where_it_pays(monkeypatch, name, reduction, numel):
+    import pyfit.losses as losses
+
+    calls = []
+    fused = losses.ops.mse_loss
+    monkeypatch.setattr(losses.ops, "mse_loss", lambda *args: calls.append(args) or fused(*args))
+    pred, target = random_pair(numel, (numel,))
+    pred.requires_grad_(True)
+    value = pyfit.build_loss(name)(pred, target)
+    value.backward()
+    assert len(calls) == (numel >= losses._FUSED_MSE_MIN_ELEMENTS)
+    expected = pred.detach().clone().requires_grad_(True)
+    F.mse_loss(expected, target, reduction=reduction).backward()
+    torch.testing.assert_close(value, F.mse_loss(pred.detach(), target, reduction=reduction))
+    torch.testing.assert_close(pred.grad, expected.grad)
