@@ -40,7 +40,7 @@ _WORK_PER_CALL = 200_000_000
 # orders): these bound that loop's time and the orders' memory (int64 indices)
 _EPOCHS_PER_CALL = 1 << 16
 _ORDER_ENTRIES_PER_CALL = 1 << 20
-# an autograd call's epochs share one run of the loop in run(); a snapshot is taken per epoch
+# an autograd call's epochs share one run of the loop in run(), and on the CPU one snapshot
 _EPOCHS_PER_AUTOGRAD_CALL = 64
 # planning looks at Ctrl-C this often (epochs)
 _PLAN_CHECK_EVERY = 256
@@ -64,10 +64,12 @@ class _Snapshot:
     """
 
     def __init__(self, params: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, scheduler: Any = None,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None, global_rng: bool = False):
         self.live = list(params)  # as given, to tell whether a later call has the same ones
         self.params, self.optimizer = [p.detach() for p in self.live], optimizer
         self.scheduler, self.generator = scheduler, generator
+        # torch's own CPU generator (dropout, random init in a forward): for epochs that are replayed
+        self.global_rng = global_rng
         self.sources: List[torch.Tensor] = []  # what the last take copied, in order
         self.targets: List[torch.Tensor] = []  # where to: the params' copies, then the state's
         self.take()
@@ -108,6 +110,7 @@ class _Snapshot:
         self.groups = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.scheduler_state = None if self.scheduler is None else copy.deepcopy(self.scheduler.state_dict())
         self.generator_state = None if self.generator is None else self.generator.get_state()
+        self.rng_state = torch.random.get_rng_state() if self.global_rng else None
 
     def restore(self) -> None:
         """Put everything back; the snapshot's tensors become the live state (use it once)."""
@@ -125,6 +128,8 @@ class _Snapshot:
             self.scheduler.load_state_dict(self.scheduler_state)
         if self.generator is not None:
             self.generator.set_state(self.generator_state)
+        if self.rng_state is not None:
+            torch.random.set_rng_state(self.rng_state)
 
 
 class _FiniteCheck:
@@ -148,15 +153,27 @@ class _FiniteCheck:
             return value, math.isfinite(value)
         with torch.no_grad():
             if self.one_reduction:
-                largest = torch.stack(torch._foreach_norm(self.params, math.inf)).max()
+                largest = self._largest()
                 if loss.is_cpu and largest.is_cpu:  # reading a CPU value costs no wait
                     value, largest = float(loss), float(largest)
                 else:  # one wait for the device, for both values
                     value, largest = torch.stack([loss, largest.to(loss)]).tolist()
                 return value, math.isfinite(value) and math.isfinite(largest)
-            # parameters on several devices, sparse or complex: one check each
             value = float(loss)
-            return value, math.isfinite(value) and all(bool(torch.isfinite(p).all()) for p in self.params)
+            return value, math.isfinite(value) and self.params_finite()
+
+    def _largest(self) -> torch.Tensor:
+        return torch.stack(torch._foreach_norm(self.params, math.inf)).max()
+
+    def params_finite(self) -> bool:
+        """Whether every parameter is finite."""
+        with torch.no_grad():
+            if not self.params:
+                return True
+            if self.one_reduction:
+                return math.isfinite(float(self._largest()))
+            # parameters on several devices, sparse or complex: one check each
+            return all(bool(torch.isfinite(p).all()) for p in self.params)
 
 
 def _non_finite_detail(loss: float, epoch: int) -> str:
@@ -309,6 +326,10 @@ class Autograd(Runner):
         # a forward pass costs about 2 FLOPs per parameter per row, its backward twice that
         self.work_per_step = 6 * self.batch_size * sum(p.numel() for p in model.parameters())
         self.needs_closure = requires_closure(optimizer)
+        # epochs replay exactly where all their state is in what a snapshot keeps: on the CPU, with an
+        # optimizer of torch's or pyfit's (a class of one's own may keep state of its own elsewhere)
+        self.replayable = (X.device.type == "cpu" and all(p.device.type == "cpu" for p in model.parameters())
+                           and type(optimizer).__module__.split(".")[0] in ("torch", "pyfit"))
         uses_fused_ops = isinstance(loss_fn, (MSELoss, SSELoss)) or isinstance(optimizer, SGD)
         self.name = f"{ops.backend() if uses_fused_ops else 'torch'}:autograd"
 
@@ -390,10 +411,17 @@ class Autograd(Runner):
         params = list(self.model.parameters())
         known = {id(p) for p in params}
         params += [p for group in self.optimizer.param_groups for p in group["params"] if id(p) not in known]
+        # a replay goes back to the model's buffers too (batch norm's running statistics)
+        kept_tensors = params + (list(self.model.buffers()) if self.replayable else [])
         kept = self.before
-        if kept is None or len(kept.live) != len(params) or any(a is not b for a, b in zip(kept.live, params)):
-            kept = self.before = _Snapshot(params, self.optimizer,
-                                           generator=self.generator if self.shuffled else None)
+        if kept is None or len(kept.live) != len(kept_tensors) or any(
+                a is not b for a, b in zip(kept.live, kept_tensors)):
+            # the scheduler and torch's generator go back only with a replay: a checked epoch is undone
+            # before its scheduler step, and draws no random numbers after its end
+            kept = self.before = _Snapshot(kept_tensors, self.optimizer,
+                                           scheduler=self.scheduler if self.replayable else None,
+                                           generator=self.generator if self.shuffled else None,
+                                           global_rng=self.replayable)
             self.finite = _FiniteCheck(params)
         else:
             kept.take()
@@ -402,6 +430,52 @@ class Autograd(Runner):
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
         # callbacks between calls may change the mode, the params or the optimizer; nothing inside a call does
         self.model.train()
+        if not self.replayable:
+            self._checked_epochs(state, count, interrupted)
+            return
+        # On the CPU the epochs are deterministic given the snapshot (params, optimizer and scheduler
+        # state, row orders, torch's random numbers), so the guard costs one snapshot and one check of
+        # the params per call: should a loss or a parameter turn non-finite, the call goes back to its
+        # start and replays its epochs with a check after each, to stop where the last finite one ended.
+        before = self._snapshot()
+        losses, lrs, stop, finite = self._unchecked_epochs(count, interrupted)
+        if finite and self.finite.params_finite():
+            state.history["loss"].extend(losses)
+            state.history["lr"].extend(lrs)
+            state.epoch += len(losses)
+            if stop is not None:
+                stop(state)
+            return
+        before.restore()
+        self.before = None
+        self._checked_epochs(state, count, interrupted)
+
+    def _unchecked_epochs(self, count: int, interrupted: Callable[[], bool]):
+        """Up to ``count`` epochs with no snapshot between them: their losses and lrs, how the call
+        stopped early (a function of the fit's state) if it did, and False when it ended at a
+        non-finite loss (not counted)."""
+        losses: List[float] = []
+        lrs: List[float] = []
+        for done in range(count):
+            if done and interrupted():  # run() reports it, after the epochs done
+                break
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            total = self._epoch(interrupted)
+            if total is None:
+                return losses, lrs, lambda state: state.stop(
+                    INTERRUPTED, f"interrupted during epoch {state.epoch + 1}, which is not counted"), True
+            loss = float(total)
+            if not math.isfinite(loss):
+                return losses, lrs, None, False
+            losses.append(loss)
+            lrs.append(lr)
+            failure = None if self.scheduler is None else step_or_undo(self.scheduler, self.optimizer)
+            if failure is not None:
+                return losses, lrs, lambda state: stop_after_failed_step(state, failure), True
+        return losses, lrs, None, True
+
+    def _checked_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
+        """Up to ``count`` epochs, with a snapshot before and a finiteness check after each."""
         before = self._snapshot()
         for done in range(count):
             if done:

@@ -166,3 +166,28 @@ def test_a_parameter_that_turns_non_finite_under_a_finite_loss_stops_the_fit_at_
     stopped.model(torch.ones(3, 2)).sum().backward()
     torch.optim.Adam.step(stopped.optimizer)
     assert not torch.equal(before[0], stopped.model.body[0].weight)
+
+
+def _dropout_batchnorm_fit(epochs):
+    # random numbers (dropout) and buffers (batch norm's running statistics) that a replay must repeat
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(64, 3, generator=g)
+    y = X.sum(1, keepdim=True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.3), torch.nn.Linear(16, 1))
+    result = pyfit.fit(model, X, y, optimizer="sgd", lr=0.05, momentum=0.9, epochs=epochs, tol=None,
+                       scheduler="exponential", scheduler_kwargs={"gamma": 1.6}, seed=0)
+    return result, torch.random.get_rng_state()
+
+
+def test_a_replayed_call_ends_exactly_where_an_unbroken_fit_of_its_finite_epochs_ends():
+    stopped, stopped_rng = _dropout_batchnorm_fit(200)
+    assert stopped.stop_reason == "non_finite" and 2 <= stopped.epochs < 64, stopped.epochs
+    clean, clean_rng = _dropout_batchnorm_fit(stopped.epochs)
+    assert clean.stop_reason == "completed"
+    assert stopped.history == clean.history
+    _assert_same_tree(stopped.model.state_dict(), clean.model.state_dict())  # parameters and buffers
+    _assert_same_tree(stopped.optimizer.state_dict(), clean.optimizer.state_dict())
+    _assert_same_tree(stopped.scheduler.state_dict(), clean.scheduler.state_dict())
+    assert torch.equal(stopped_rng, clean_rng)
