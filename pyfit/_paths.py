@@ -372,15 +372,16 @@ class Autograd(Runner):
         return losses[0]
 
     def _epoch(self, interrupted: Callable[[], bool]) -> Optional[torch.Tensor]:
-        """One epoch; returns its loss (a float64 tensor on the data's device: no host sync here), inf when
-        a step overflowed, or None when interrupted part-way."""
+        """One epoch; returns its loss (a 0-dim tensor on the data's device: no host sync here; float64
+        when summed over minibatches), inf when a step overflowed, or None when interrupted part-way."""
         n = self.X.shape[0]
         order = _order(self.generator, n) if self.shuffled else None
         total = None
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
             if order is None:
-                xb, yb = self.X[start:stop], self.y[start:stop]
+                # full batch: the data itself, with no view to make every epoch
+                xb, yb = (self.X, self.y) if stop - start == n else (self.X[start:stop], self.y[start:stop])
             else:
                 rows = order[start:stop].to(self.X.device)
                 xb, yb = self.X[rows], self.y[rows]
@@ -394,13 +395,12 @@ class Autograd(Runner):
                     loss = None
             if loss is None:  # the step overflowed
                 return torch.full((), math.inf, dtype=torch.float64, device=self.X.device)
-            part = loss.detach().double()
-            if start == 0 and stop == n:  # full batch: the loss is the epoch's
-                total = part
+            if start == 0 and stop == n:  # full batch: the loss is the epoch's (read as a float later)
+                total = loss.detach()
             else:
                 if total is None:
                     total = torch.zeros((), dtype=torch.float64, device=self.X.device)
-                total += part * (1.0 if self.sum_reduction else (stop - start) / n)
+                total += loss.detach().double() * (1.0 if self.sum_reduction else (stop - start) / n)
             if interrupted() and stop < n:
                 return None
         return total
