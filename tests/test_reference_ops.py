@@ -101,31 +101,42 @@ def test_sgd_update_can_zero_the_gradients():
     assert torch.equal(p, torch.zeros(4)) and torch.equal(g, torch.zeros(4))
 
 
-def _autograd_linear_step(X, y, w, b, lr, reduction):
+SGD_SETTINGS = [0.0] * 13  # plain SGD: every setting off (pyfit.ops._settings.SETTING_NAMES)
+
+
+def _fit(X, y, params, lrs, batch_size=0, loss=0, reduction=0):
+    """The reference fit with plain SGD, positionally as the op's schema takes it."""
+    return ref.linear_fit_(X, y, params, [], torch.as_tensor(lrs, dtype=torch.float64), None, batch_size,
+                           loss, reduction, 1.0, 0, SGD_SETTINGS, 0)
+
+
+TORCH_LOSSES = {0: F.mse_loss, 1: F.l1_loss, 2: F.huber_loss}
+
+
+def _autograd_linear_step(X, y, w, b, lr, loss, reduction):
     w = w.clone().requires_grad_()
     b = b.clone().requires_grad_() if b is not None else None
     pred = X @ w.t() + (b if b is not None else 0)
-    loss = F.mse_loss(pred, y, reduction=reduction)
-    loss.backward()
+    value = TORCH_LOSSES[loss](pred, y, reduction=reduction)
+    value.backward()
     with torch.no_grad():
         w -= lr * w.grad
         if b is not None:
             b -= lr * b.grad
-    return loss.detach(), w.detach(), None if b is None else b.detach()
+    return value.detach(), w.detach(), None if b is None else b.detach()
 
 
 @given(n=st.integers(1, 64), d=st.integers(1, 9), k=st.integers(1, 3), bias=st.booleans(),
-       reduction=st.sampled_from(["mean", "sum"]), seed=st.integers(0, 2**31))
-def test_linear_step_matches_autograd(n, d, k, bias, reduction, seed):
+       loss=st.sampled_from([0, 1, 2]), reduction=st.sampled_from(["mean", "sum"]), seed=st.integers(0, 2**31))
+def test_linear_step_matches_autograd(n, d, k, bias, loss, reduction, seed):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
     y = torch.randn(n, k, generator=g, dtype=torch.float64)
     w = torch.randn(k, d, generator=g, dtype=torch.float64)
     b = torch.randn(k, generator=g, dtype=torch.float64) if bias else None
-    expected = _autograd_linear_step(X, y, w, b, 0.01, reduction)
-    loss = ref.linear_step_(X, y, w, b, None, None, 0.01, 0.0, 0.0, False, 0.0, False, True,
-                            0 if reduction == "mean" else 1)
-    torch.testing.assert_close(loss, expected[0])
+    expected = _autograd_linear_step(X, y, w, b, 0.01, loss, reduction)
+    losses = _fit(X, y, [w] if b is None else [w, b], [0.01], loss=loss, reduction=0 if reduction == "mean" else 1)
+    torch.testing.assert_close(losses[0], expected[0])
     torch.testing.assert_close(w, expected[1])
     if bias:
         torch.testing.assert_close(b, expected[2])
@@ -136,13 +147,11 @@ def test_linear_fit_minibatch_epoch_loss_is_the_sample_weighted_mean():
     X, y = torch.randn(10, 2, generator=g, dtype=torch.float64), torch.randn(10, 1, generator=g, dtype=torch.float64)
     w, b = torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
     w2, b2 = w.clone(), b.clone()
-    losses = ref.linear_fit_(X, y, w, b, None, None, torch.tensor([0.1], dtype=torch.float64), None, 4,
-                             0.0, 0.0, False, 0.0, False, True, 0)
+    losses = _fit(X, y, [w, b], [0.1], batch_size=4)
     # by hand: batches of 4, 4 and 2 rows, each loss weighted by its share of the rows
     parts = []
     for start, stop in ((0, 4), (4, 8), (8, 10)):
-        loss = ref.linear_step_(X[start:stop], y[start:stop], w2, b2, None, None, 0.1, 0.0, 0.0, False, 0.0,
-                                False, True, 0)
+        loss = _fit(X[start:stop], y[start:stop], [w2, b2], [0.1])[0]
         parts.append(loss * (stop - start) / 10)
     torch.testing.assert_close(losses[0], sum(parts))
     assert torch.equal(w, w2) and torch.equal(b, b2)
@@ -152,8 +161,7 @@ def test_linear_fit_stops_on_non_finite_and_keeps_finite_parameters():
     X = torch.linspace(0, 1, 20, dtype=torch.float64).unsqueeze(1)
     y = 3 * X + 0.8
     w, b = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    losses = ref.linear_fit_(X, y, w, b, None, None, torch.full((2000,), 1e3, dtype=torch.float64), None, 0,
-                             0.0, 0.0, False, 0.0, False, True, 0)
+    losses = _fit(X, y, [w, b], torch.full((2000,), 1e3, dtype=torch.float64))
     bad = (~torch.isfinite(losses)).nonzero()
     assert bad.numel() > 0, "a learning rate of 1000 must diverge"
     first = int(bad[0])
@@ -164,8 +172,8 @@ def test_linear_fit_stops_on_non_finite_and_keeps_finite_parameters():
 def _three_epochs(ops, X, y):
     """Weight, bias and the three epoch losses (float64) of a full-batch fit from zero."""
     w, b = torch.zeros(1, 1, dtype=X.dtype), torch.zeros(1, dtype=X.dtype)
-    losses = ops.linear_fit_(X, y, w, b, None, None, torch.full((3,), 0.01, dtype=torch.float64), None, 0,
-                             0.0, 0.0, False, 0.0, False, True, 0)
+    losses = ops.linear_fit_(X, y, [w, b], [], torch.full((3,), 0.01, dtype=torch.float64), None, 0,
+                             0, 0, 1.0, 0, SGD_SETTINGS, 0)
     return torch.cat([w.reshape(-1), b, losses]).double()
 
 

@@ -9,14 +9,14 @@ compute in ``SUPPORTED_DTYPES`` (float32, float64) only.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from ..errors import InputError
 
-from . import _checks
+from . import _checks, _settings
 from ._backend import (
     BackendUnavailableError,
     backend,
@@ -25,8 +25,6 @@ from ._backend import (
     set_backend,
 )
 from ._checks import SUPPORTED_DTYPES, supports
-
-_REDUCTIONS = {"mean": 0, "sum": 1}
 
 __all__ = [
     "BackendUnavailableError",
@@ -38,33 +36,25 @@ __all__ = [
     "mse_loss",
     "set_backend",
     "sgd_update_",
+    "state_names",
     "supports",
 ]
 
 
 def _reduction_code(reduction: str) -> int:
-    try:
-        return _REDUCTIONS[reduction]
-    except KeyError:
-        raise ValueError(
-            f"reduction must be one of {sorted(_REDUCTIONS)}, got {reduction!r}"
-        ) from None
+    return _settings.code_of("reduction", reduction, _settings.REDUCTION_CODES)
 
 
 def _run(name: str, check: Callable[[], None], *args):
-    """Run op ``name`` on the active backend; ``check`` refuses bad arguments.
+    """Run op ``name`` on the active backend; ``check`` names a refusal as an InputError.
 
-    The compiled kernels check every argument themselves before they write anything,
-    so they run first and ``check`` runs only when they refuse, to name the problem
-    as an InputError: no cost per call on the hot path. The reference checks nothing
-    and writes as it goes, so ``check`` runs before it.
+    Every backend checks every argument before it writes anything: the reference
+    with ``_checks`` (raising InputError itself), the compiled kernels in C++
+    (raising RuntimeError). ``check`` runs only when the compiled kernels refuse,
+    to name the problem as an InputError: no cost per call on the hot path.
     """
-    ops = implementation()
-    if backend() == "python":
-        check()
-        return getattr(ops, name)(*args)
     try:
-        return getattr(ops, name)(*args)
+        return getattr(implementation(), name)(*args)
     except RuntimeError:
         try:
             check()
@@ -148,92 +138,106 @@ def sgd_update_(
     return new_buffers
 
 
-def linear_step_(
-    X: Tensor,
-    y: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor] = None,
-    weight_buf: Optional[Tensor] = None,
-    bias_buf: Optional[Tensor] = None,
-    *,
-    lr: float,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    maximize: bool = False,
-    first_step: bool = True,
-    reduction: str = "mean",
-) -> Tensor:
-    """One fused SGD step of ``y ≈ X @ weight.T + bias`` under the squared error.
-
-    X (N, D), y (N, K), weight (K, D), bias (K,) or None. With momentum, pass
-    buffers shaped like weight and bias; ``first_step`` says they hold no history
-    yet. Returns the loss before the update; a non-finite loss or update is not
-    applied and comes back as a non-finite loss.
-
-    >>> import torch, pyfit
-    >>> X, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]])
-    >>> w, b = torch.zeros(1, 1), torch.zeros(1)
-    >>> pyfit.ops.linear_step_(X, y, w, b, lr=0.1)
-    tensor(10.)
-    """
-    code = _reduction_code(reduction)
-    with torch.no_grad():
-        return _run(
-            "linear_step_",
-            lambda: _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum),
-            X, y, weight, bias, weight_buf, bias_buf, float(lr), float(momentum),
-            float(dampening), bool(nesterov), float(weight_decay), bool(maximize),
-            bool(first_step), code,
-        )
+def _tensor_list(tensors: Sequence[Tensor], name: str, example: str) -> List[Tensor]:
+    if isinstance(tensors, Tensor):
+        raise ValueError(f"{name} must be a list of tensors ({example}), got one tensor of "
+                         f"shape {tuple(tensors.shape)}")
+    return list(tensors)
 
 
 def linear_fit_(
     X: Tensor,
     y: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor] = None,
-    weight_buf: Optional[Tensor] = None,
-    bias_buf: Optional[Tensor] = None,
+    params: Sequence[Tensor],
+    state: Sequence[Tensor] = (),
     *,
-    lrs: Tensor,
+    lrs: Union[Tensor, Sequence[float]],
     order: Optional[Tensor] = None,
     batch_size: Optional[int] = None,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    maximize: bool = False,
-    first_step: bool = True,
+    loss: str = "squared",
     reduction: str = "mean",
+    delta: float = 1.0,
+    optimizer: str = "sgd",
+    settings: Optional[Mapping[str, Any]] = None,
+    step: int = 0,
 ) -> Tensor:
-    """A whole SGD fit of a linear model in one call: one epoch per entry of ``lrs``.
+    """A whole fit of ``y ≈ X @ weight.T + bias`` in one call: one epoch per entry of ``lrs``.
+
+    X (N, D), y (N, K); ``params`` is ``[weight]`` (K, D) or ``[weight, bias]`` with a
+    (K,) bias, updated in place. ``loss`` is ``"squared"``, ``"absolute"`` or
+    ``"huber"`` (with ``delta``), ``reduction`` ``"mean"`` or ``"sum"``;
+    ``optimizer`` is ``"sgd"``, ``"adam"`` (AdamW: ``decoupled_weight_decay=True``),
+    ``"rmsprop"`` or ``"adagrad"``, each with torch.optim's update, and ``settings``
+    its hyperparameters as in a torch param group (missing ones: torch's defaults;
+    the lr comes from ``lrs``). ``state`` holds the optimizer's tensors, param by
+    param, in the order ``state_names(optimizer, settings)`` gives, each shaped like
+    its param, updated in place; ``step`` counts the steps the params have taken
+    before (torch's ``state["step"]``; for SGD, 0 means the momentum buffer holds no
+    history yet).
 
     ``order`` (E, N) int64 gives each epoch's row order for minibatches (None: rows
-    in order); ``batch_size`` None is full batch. Returns the (E,) epoch losses;
-    on a non-finite loss or update the fit stops, the parameters keep their last
-    finite values, that epoch's loss is non-finite and the rest are NaN.
+    in order); ``batch_size`` None is full batch. Returns the (E,) epoch losses,
+    each taken before the epoch's updates. A step whose loss is not finite, or that
+    leaves a param non-finite, is undone (params and state), the fit stops, that
+    epoch's loss is non-finite and the rest are NaN.
 
     >>> import torch, pyfit
     >>> X = torch.linspace(0, 1, 50).unsqueeze(1); y = 3 * X + 0.8
     >>> w, b = torch.zeros(1, 1), torch.zeros(1)
-    >>> losses = pyfit.ops.linear_fit_(X, y, w, b, lrs=torch.full((3000,), 0.1, dtype=torch.float64))
+    >>> state = [torch.zeros_like(w), torch.zeros_like(w), torch.zeros_like(b), torch.zeros_like(b)]
+    >>> losses = pyfit.ops.linear_fit_(X, y, [w, b], state, lrs=[0.05] * 2000, optimizer="adam")
     >>> round(w.item(), 2), round(b.item(), 2)
     (3.0, 0.8)
     """
-    lrs = torch.as_tensor(lrs, dtype=torch.float64).reshape(-1).cpu()
-    code = _reduction_code(reduction)
-
-    def check() -> None:
-        _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
-        _checks.check_fit_schedule(X, lrs, order)
-        _checks.check_order_values(order, X.shape[0])
-
+    params = _tensor_list(params, "params", "[weight] or [weight, bias]")
+    state = _tensor_list(state, "state", "the optimizer's tensors, param by param")
+    optimizer_code = _settings.code_of("optimizer", optimizer, _settings.OPTIMIZER_CODES)
+    args = (
+        X, y, params, state, torch.as_tensor(lrs, dtype=torch.float64).reshape(-1).cpu(), order,
+        0 if batch_size is None else int(batch_size),
+        _settings.code_of("loss", loss, _settings.LOSS_CODES), _reduction_code(reduction),
+        float(delta), optimizer_code, _settings.settings_vector(optimizer_code, settings), int(step),
+    )
     with torch.no_grad():
-        return _run(
-            "linear_fit_", check,
-            X, y, weight, bias, weight_buf, bias_buf, lrs, order,
-            0 if batch_size is None else int(batch_size), float(momentum), float(dampening),
-            bool(nesterov), float(weight_decay), bool(maximize), bool(first_step), code,
-        )
+        return _run("linear_fit_", lambda: _checks.check_linear_fit(*args), *args)
+
+
+def linear_step_(
+    X: Tensor,
+    y: Tensor,
+    params: Sequence[Tensor],
+    state: Sequence[Tensor] = (),
+    *,
+    lr: float,
+    loss: str = "squared",
+    reduction: str = "mean",
+    delta: float = 1.0,
+    optimizer: str = "sgd",
+    settings: Optional[Mapping[str, Any]] = None,
+    step: int = 0,
+) -> Tensor:
+    """One full-batch step of ``linear_fit_``: returns the loss before the update (0-dim).
+
+    >>> import torch, pyfit
+    >>> X, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]])
+    >>> w, b = torch.zeros(1, 1), torch.zeros(1)
+    >>> pyfit.ops.linear_step_(X, y, [w, b], lr=0.1)
+    tensor(10.)
+    >>> w
+    tensor([[1.]])
+    """
+    return linear_fit_(X, y, params, state, lrs=[lr], loss=loss, reduction=reduction, delta=delta,
+                       optimizer=optimizer, settings=settings, step=step)[0]
+
+
+def state_names(optimizer: str = "sgd", settings: Optional[Mapping[str, Any]] = None) -> Tuple[str, ...]:
+    """The names (torch.optim's) of the state tensors ``linear_fit_`` keeps for each param, in its order.
+
+    >>> import pyfit
+    >>> pyfit.ops.state_names("rmsprop", {"momentum": 0.9, "centered": True})
+    ('square_avg', 'momentum_buffer', 'grad_avg')
+    >>> pyfit.ops.state_names("sgd")
+    ()
+    """
+    code = _settings.code_of("optimizer", optimizer, _settings.OPTIMIZER_CODES)
+    return _settings.state_names(code, _settings.settings_vector(code, settings))

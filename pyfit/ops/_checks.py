@@ -9,12 +9,14 @@ kernels check the same rules again (csrc/arguments.cpp) for code that calls
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from ..errors import InputError
+from . import _settings
 
 # The ops compute in these dtypes only, on every backend and device.
 SUPPORTED_DTYPES: Tuple[torch.dtype, ...] = (torch.float32, torch.float64)
@@ -106,44 +108,117 @@ def check_sgd(params: Sequence[Tensor], grads: Sequence[Tensor], buffers: Sequen
             _check_writable(buffers[i], b)
 
 
-def check_linear(X: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
-                 weight_buf: Optional[Tensor], bias_buf: Optional[Tensor], momentum: float) -> None:
-    """X (N, D), y (N, K), weight (K, D), bias (K,); with momentum, buffers like weight and bias."""
-    named = [("y", y), ("weight", weight), ("bias", bias), ("weight_buf", weight_buf),
-             ("bias_buf", bias_buf)]
-    given = [(name, t) for name, t in named if t is not None]
-    for name, t in given:
+def check_linear_fit(X: Tensor, y: Tensor, params: Sequence[Tensor], state: Sequence[Tensor],
+                     lrs: Tensor, order: Optional[Tensor], batch_size: int, loss: int,
+                     reduction: int, delta: float, optimizer: int, settings: Sequence[float],
+                     step: int) -> None:
+    """Every argument of linear_fit_, in the op's order (see pyfit.ops.linear_fit_ for their meaning)."""
+    _check_codes(loss, reduction, delta, optimizer)
+    check_settings(optimizer, settings)
+    if step < 0:
+        raise InputError(f"step counts the steps already taken and must be >= 0, got {step}")
+    _check_linear_tensors(X, y, params)
+    _check_state(params, state, optimizer, settings)
+    check_fit_schedule(X, lrs, order)
+    check_order_values(order, X.shape[0])
+
+
+def _check_codes(loss: int, reduction: int, delta: float, optimizer: int) -> None:
+    for kind, code, codes in (("loss", loss, _settings.LOSS_CODES),
+                              ("reduction", reduction, _settings.REDUCTION_CODES),
+                              ("optimizer", optimizer, _settings.OPTIMIZER_CODES)):
+        if code not in codes.values():
+            named = ", ".join(f"{c} ({name})" for name, c in codes.items())
+            raise InputError(f"{kind} code must be one of {named}, got {code}")
+    if loss == _settings.HUBER and not (math.isfinite(delta) and delta > 0):
+        raise InputError(f"the huber loss needs a finite delta > 0, got {delta}")
+
+
+# the settings each optimizer reads, with the range torch.optim's constructors accept
+_ZERO_OR_ONE = ("nesterov", "maximize", "amsgrad", "decoupled_weight_decay", "centered")
+_AT_LEAST_ZERO = {
+    _settings.SGD: ("momentum", "weight_decay"),
+    _settings.ADAM: ("eps", "weight_decay"),
+    _settings.RMSPROP: ("alpha", "eps", "momentum", "weight_decay"),
+    _settings.ADAGRAD: ("lr_decay", "eps", "weight_decay"),
+}
+
+
+def check_settings(optimizer: int, settings: Sequence[float]) -> None:
+    """13 finite settings (``_settings.SETTING_NAMES``) in the ranges torch.optim accepts."""
+    names = _settings.SETTING_NAMES
+    if len(settings) != len(names):
+        raise InputError(f"settings must hold {len(names)} values ({', '.join(names)}), "
+                         f"got {len(settings)}")
+    value = dict(zip(names, (float(v) for v in settings)))
+    for name in names:
+        if not math.isfinite(value[name]):
+            raise InputError(f"setting {name} must be finite, got {value[name]}")
+    for name in _ZERO_OR_ONE:
+        if value[name] not in (0.0, 1.0):
+            raise InputError(f"setting {name} is a flag and must be 0 or 1, got {value[name]}")
+    for name in _AT_LEAST_ZERO[optimizer]:
+        if value[name] < 0:
+            raise InputError(f"setting {name} must be >= 0, got {value[name]}")
+    if optimizer == _settings.SGD and value["nesterov"] and (
+            value["momentum"] <= 0 or value["dampening"] != 0):
+        raise InputError(f"nesterov momentum needs a momentum > 0 and zero dampening, got momentum "
+                         f"{value['momentum']} and dampening {value['dampening']}")
+    if optimizer == _settings.ADAM:
+        for name in ("beta1", "beta2"):
+            if not 0 <= value[name] < 1:
+                raise InputError(f"setting {name} must be in [0, 1), got {value[name]}")
+
+
+def _check_linear_tensors(X: Tensor, y: Tensor, params: Sequence[Tensor]) -> None:
+    """X (N, D), y (N, K), params [weight (K, D)] or [weight, bias (K,)], one dtype and device."""
+    if len(params) not in (1, 2):
+        raise InputError(f"params must be [weight] or [weight, bias], got {len(params)} tensors")
+    named = [("y", y)] + [(f"params[{i}]", p) for i, p in enumerate(params)]
+    for name, t in named:
         _check_device(t, name, X, "X")
     _check_dtype(X, "X")
-    for name, t in given:
+    for name, t in named:
         if t.dtype != X.dtype:
             raise InputError(f"{name} must have X's dtype {X.dtype}, got {t.dtype}")
     if X.dim() != 2:
         raise InputError(f"X must be 2-D (N, D), got shape {tuple(X.shape)}")
+    weight = params[0]
     if weight.dim() != 2 or weight.shape[1] != X.shape[1]:
-        raise InputError(f"weight must have shape (K, {X.shape[1]}) for X of shape "
+        raise InputError(f"params[0] (the weight) must have shape (K, {X.shape[1]}) for X of shape "
                          f"{tuple(X.shape)}, got {tuple(weight.shape)}")
     n, k = X.shape[0], weight.shape[0]
     _check_shape(y, "y", (n, k))
-    _check_writable(weight, "weight")
-    if bias is not None:
-        _check_shape(bias, "bias", (k,))
-        _check_writable(bias, "bias")
-    if momentum != 0:
-        if weight_buf is None:
-            raise InputError(f"with momentum {momentum}, weight_buf (shaped like weight) is required, got None")
-        _check_shape(weight_buf, "weight_buf", tuple(weight.shape))
-        _check_writable(weight_buf, "weight_buf")
-        if bias is not None:
-            if bias_buf is None:
-                raise InputError(f"with momentum {momentum} and a bias, bias_buf (shaped like bias) "
-                                 "is required, got None")
-            _check_shape(bias_buf, "bias_buf", (k,))
-            _check_writable(bias_buf, "bias_buf")
+    if len(params) == 2:
+        _check_shape(params[1], "params[1] (the bias)", (k,))
+    for i, p in enumerate(params):
+        _check_writable(p, f"params[{i}]")
+
+
+def _check_state(params: Sequence[Tensor], state: Sequence[Tensor], optimizer: int,
+                 settings: Sequence[float]) -> None:
+    """Param-major state: each param's tensors in ``_settings.state_names`` order, each like its param."""
+    names = _settings.state_names(optimizer, settings)
+    if len(state) != len(params) * len(names):
+        optimizer_name = next(n for n, c in _settings.OPTIMIZER_CODES.items() if c == optimizer)
+        per_param = f"[{', '.join(names)}]" if names else "nothing"
+        raise InputError(f"{optimizer_name} with these settings keeps {per_param} for each param, "
+                         f"param by param: state must hold {len(params) * len(names)} tensors for "
+                         f"{len(params)} params, got {len(state)}")
+    for i, t in enumerate(state):
+        owner = f"params[{i // len(names)}]"
+        name = f"state[{i}] ({names[i % len(names)]} of {owner})"
+        param = params[i // len(names)]
+        _check_device(t, name, param, owner)
+        _check_like(t, name, param, owner)
+        _check_writable(t, name)
 
 
 def check_fit_schedule(X: Tensor, lrs: Tensor, order: Optional[Tensor]) -> None:
-    """lrs: (E,) learning rates; order: None or (E, N) int64 row indices on the CPU or X's device."""
+    """lrs: (E,) float64 CPU learning rates; order: None or (E, N) int64 row indices on the CPU or X's device."""
+    if lrs.dim() != 1 or lrs.dtype != torch.float64 or lrs.device.type != "cpu":
+        raise InputError(f"lrs must be a 1-D float64 CPU tensor (one learning rate per epoch), got "
+                         f"{lrs.dim()}-D {lrs.dtype} on {lrs.device}")
     epochs, n = lrs.shape[0], X.shape[0]
     if n == 0 and epochs > 0:
         raise InputError(f"linear_fit_ needs at least one row, got X of shape {tuple(X.shape)}")

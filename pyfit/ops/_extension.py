@@ -11,6 +11,7 @@ for every op and the backward of the squared error.
 from __future__ import annotations
 
 import glob
+import inspect
 import os
 from types import SimpleNamespace
 from typing import List, Optional, Sequence, Tuple
@@ -21,7 +22,7 @@ from torch import Tensor
 from . import _checks
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_OPS = ("mse_loss_fwd", "sgd_update_", "linear_step_", "linear_fit_")
+_OPS = ("mse_loss_fwd", "sgd_update_", "linear_fit_")
 _registered = False
 
 
@@ -96,17 +97,11 @@ def _register_python_parts() -> None:
         _checks.check_sgd(params, grads, momentum_buffers if momentum != 0 else [], zero_grads)
         return None
 
-    @torch.library.register_fake("pyfit::linear_step_")
-    def _(X, y, weight, bias, weight_buf, bias_buf, lr, momentum, dampening, nesterov,
-          weight_decay, maximize, first_step, reduction) -> Tensor:
-        _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
-        return X.new_empty(())
-
     @torch.library.register_fake("pyfit::linear_fit_")
-    def _(X, y, weight, bias, weight_buf, bias_buf, lrs, order, batch_size, momentum,
-          dampening, nesterov, weight_decay, maximize, first_step, reduction) -> Tensor:
-        _checks.check_linear(X, y, weight, bias, weight_buf, bias_buf, momentum)
-        _checks.check_fit_schedule(X, lrs, order)
+    def _(X, y, params, state, lrs, order, batch_size, loss, reduction, delta, optimizer,
+          settings, step) -> Tensor:
+        _checks.check_linear_fit(X, y, params, state, lrs, order, batch_size, loss, reduction,
+                                 delta, optimizer, settings, step)
         return X.new_empty((lrs.shape[0],))
 
     def setup_context(ctx, inputs, output) -> None:
@@ -165,26 +160,23 @@ def sgd_update_(params: Sequence[Tensor], grads: Sequence[Tensor],
                                 nesterov, weight_decay, maximize, zero_grads)
 
 
-def linear_step_(X: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
-                 weight_buf: Optional[Tensor], bias_buf: Optional[Tensor], lr: float,
-                 momentum: float, dampening: float, nesterov: bool, weight_decay: float,
-                 maximize: bool, first_step: bool, reduction: int) -> Tensor:
-    return torch.ops.pyfit.linear_step_(X, y, weight, bias, weight_buf, bias_buf, lr, momentum,
-                                        dampening, nesterov, weight_decay, maximize, first_step,
-                                        reduction)
+def linear_fit_(X: Tensor, y: Tensor, params: Sequence[Tensor], state: Sequence[Tensor],
+                lrs: Tensor, order: Optional[Tensor], batch_size: int, loss: int, reduction: int,
+                delta: float, optimizer: int, settings: Sequence[float], step: int) -> Tensor:
+    return torch.ops.pyfit.linear_fit_(X, y, list(params), list(state), lrs, order, batch_size,
+                                       loss, reduction, delta, optimizer, list(settings), step)
 
 
-def linear_fit_(X: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor],
-                weight_buf: Optional[Tensor], bias_buf: Optional[Tensor], lrs: Tensor,
-                order: Optional[Tensor], batch_size: int, momentum: float, dampening: float,
-                nesterov: bool, weight_decay: float, maximize: bool, first_step: bool,
-                reduction: int) -> Tensor:
-    return torch.ops.pyfit.linear_fit_(X, y, weight, bias, weight_buf, bias_buf, lrs, order,
-                                       batch_size, momentum, dampening, nesterov, weight_decay,
-                                       maximize, first_step, reduction)
+_FUNCTIONS: List = [mse_loss_fwd, mse_loss, sgd_update_, linear_fit_]
 
 
-_FUNCTIONS: List = [mse_loss_fwd, mse_loss, sgd_update_, linear_step_, linear_fit_]
+def _schema_arguments(name: str) -> List[str]:
+    return [argument.name for argument in getattr(torch.ops.pyfit, name).default._schema.arguments]
+
+
+def _adapter_arguments(name: str) -> List[str]:
+    adapter = next(f for f in _FUNCTIONS if f.__name__ == name)
+    return list(inspect.signature(adapter).parameters)
 
 
 def load():
@@ -199,5 +191,9 @@ def load():
     if missing:
         return None, (f"the loaded pyfit library lacks the ops {', '.join(missing)}; rebuild it "
                       "from this version's csrc/")
+    stale = [name for name in _OPS if _schema_arguments(name) != _adapter_arguments(name)]
+    if stale:
+        return None, (f"the loaded pyfit library's ops {', '.join(stale)} take other arguments than "
+                      "this version's; rebuild it from this version's csrc/")
     _register_python_parts()
     return SimpleNamespace(**{f.__name__: f for f in _FUNCTIONS}), None

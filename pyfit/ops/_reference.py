@@ -4,8 +4,10 @@ This module is the fallback when the compiled extension is missing and the oracl
 that every parity test compares the compiled ops against. It favours plainness over
 speed: each op is written the way the maths reads, with torch's own kernels.
 
-Reductions are encoded as integers so that the same signature serves the C++
-schema: ``0`` is ``"mean"``, ``1`` is ``"sum"``.
+Losses, reductions and optimizers are encoded as integers (``_settings``) so that
+the same signatures serve the C++ schemas; the optimizer updates are torch.optim's
+single-tensor rules (``_updates``). Every op checks its arguments (``_checks``)
+before it writes anything.
 
 Sums over rows accumulate as the compiled ops do: a short run of rows in the data's
 dtype, then those partial sums in float64. A plain float32 sum (or matmul) over
@@ -20,8 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-MEAN = 0
-SUM = 1
+from . import _checks, _settings, _updates
+from ._settings import MEAN, SUM  # noqa: F401 (the reduction codes, named here for readers)
 
 # rows summed in the data's dtype before flushing into float64: csrc/linear_kernel.h
 # (kFlushRows) for the linear ops, csrc/mse.cpp (kFlush) for the squared error
@@ -57,6 +59,7 @@ def mse_loss_fwd(pred: Tensor, target: Tensor, reduction: int) -> Tuple[Tensor, 
 
     Returns a 0-dim loss in pred's dtype and a gradient shaped like pred.
     """
+    _checks.check_mse(pred, target)
     diff = pred - target
     total = _blocked_sum((diff * diff).reshape(-1), _MSE_FLUSH)
     scale = 2.0
@@ -86,152 +89,113 @@ def sgd_update_(
     buffer per param, and ``first_step[i]`` says buffer i holds no history yet, so
     it is overwritten with the gradient (no dampening), as torch does.
     """
+    _checks.check_sgd_counts(params, grads, momentum_buffers, first_step, momentum)
+    _checks.check_sgd(params, grads, momentum_buffers if momentum != 0 else [], zero_grads)
     for i, (param, grad) in enumerate(zip(params, grads)):
-        d_p = -grad if maximize else grad
-        if weight_decay != 0:
-            d_p = d_p.add(param, alpha=weight_decay)
-        if momentum != 0:
-            buf = momentum_buffers[i]
-            if first_step[i]:
-                buf.copy_(d_p)
-            else:
-                buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
-            d_p = d_p.add(buf, alpha=momentum) if nesterov else buf
-        param.add_(d_p, alpha=-lr)
+        buf = momentum_buffers[i] if momentum != 0 else None
+        _updates.sgd_step(param, grad, buf, first_step[i], lr, momentum, dampening, nesterov,
+                          weight_decay, maximize)
         if zero_grads:
             grad.zero_()
 
 
-def _linear_loss_and_grads(
-    X: Tensor, y: Tensor, weight: Tensor, bias: Optional[Tensor], reduction: int
-) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    # (N, D) @ (D, K) -> (N, K): residuals of the linear model on this batch
+def _loss_and_grads(X: Tensor, y: Tensor, params: Sequence[Tensor], loss: int, reduction: int,
+                    delta: float) -> Tuple[Tensor, List[Tensor]]:
+    """The batch's loss and the gradients of [weight] or [weight, bias], sums over rows in float64."""
+    weight = params[0]
+    # (N, D) @ (D, K) -> (N, K): residuals r = pred - target of the linear model on this batch
     residual = X @ weight.t() - y
-    if bias is not None:
-        residual = residual + bias
-    # float64 sums, scaled in float64 and rounded once, as the compiled ops do
-    loss = _blocked_sum(residual * residual, _LINEAR_FLUSH_ROWS).sum()
-    scale = 2.0
+    if len(params) == 2:
+        residual = residual + params[1]
+    # per element: the loss's value and d value / d r up to the constant ``factor``
+    if loss == _settings.SQUARED:
+        value, slope, factor = residual * residual, residual, 2.0
+    elif loss == _settings.ABSOLUTE:
+        # sign: 0 at r == 0, as torch's l1_loss backward gives
+        value, slope, factor = residual.abs(), residual.sign(), 1.0
+    else:
+        small = residual.abs() < delta
+        value = torch.where(small, 0.5 * residual * residual, delta * (residual.abs() - 0.5 * delta))
+        slope, factor = residual.clamp(-delta, delta), 1.0
+    total = _blocked_sum(value, _LINEAR_FLUSH_ROWS).sum()
+    scale = factor
     if reduction == MEAN:
-        # no rows: a NaN mean (0 / 0, as the compiled ops give), so the step is not taken
-        loss = loss / residual.numel()
-        scale = 2.0 / residual.numel() if residual.numel() else float("nan")
+        # no rows: a NaN mean (0 / 0), so the step is not taken
+        total = total / residual.numel()
+        scale = factor / residual.numel() if residual.numel() else float("nan")
+    # float64 sums, scaled in float64 and rounded once, as the compiled ops do
     # (K, N) @ (N, D) -> (K, D)
-    grad_weight = (_blocked_matmul_tn(residual, X, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype)
-    grad_bias = (_blocked_sum(residual, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype) if bias is not None else None
-    return loss.to(X.dtype), grad_weight, grad_bias
-
-
-def _all_finite(tensors: Sequence[Optional[Tensor]]) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
-
-
-def linear_step_(
-    X: Tensor,
-    y: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor],
-    weight_buf: Optional[Tensor],
-    bias_buf: Optional[Tensor],
-    lr: float,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    first_step: bool,
-    reduction: int,
-) -> Tensor:
-    """One fused step of a linear model ``y ≈ X @ weight.T + bias`` under MSE/SSE.
-
-    Shapes: X (N, D), y (N, K), weight (K, D), bias (K,) or None; the momentum
-    buffers are shaped like weight and bias, or None when ``momentum == 0``.
-    Returns the loss at the parameters before the update.
-
-    When the loss, or a parameter after the update, is not finite, the update is
-    not kept: the parameters (and buffers) are left as they were, and the returned
-    loss is non-finite (NaN when only the update overflowed).
-    """
-    loss, grad_weight, grad_bias = _linear_loss_and_grads(X, y, weight, bias, reduction)
-    if not torch.isfinite(loss):
-        return loss
-    params: List[Tensor] = [weight]
-    grads: List[Tensor] = [grad_weight]
-    bufs: List[Tensor] = []
-    if momentum != 0:
-        bufs.append(weight_buf)
-    if bias is not None:
-        params.append(bias)
-        grads.append(grad_bias)
-        if momentum != 0:
-            bufs.append(bias_buf)
-    saved = [t.clone() for t in params + bufs]
-    sgd_update_(params, grads, bufs, [first_step] * len(params), lr, momentum,
-                dampening, nesterov, weight_decay, maximize, False)
-    if not _all_finite(params):
-        for live, old in zip(params + bufs, saved):
-            live.copy_(old)
-        return torch.full_like(loss, float("nan"))
-    return loss
+    grads = [(_blocked_matmul_tn(slope, X, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype)]
+    if len(params) == 2:
+        grads.append((_blocked_sum(slope, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype))
+    return total.to(X.dtype), grads
 
 
 def linear_fit_(
     X: Tensor,
     y: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor],
-    weight_buf: Optional[Tensor],
-    bias_buf: Optional[Tensor],
+    params: Sequence[Tensor],
+    state: Sequence[Tensor],
     lrs: Tensor,
     order: Optional[Tensor],
     batch_size: int,
-    momentum: float,
-    dampening: float,
-    nesterov: bool,
-    weight_decay: float,
-    maximize: bool,
-    first_step: bool,
+    loss: int,
     reduction: int,
+    delta: float,
+    optimizer: int,
+    settings: Sequence[float],
+    step: int,
 ) -> Tensor:
-    """A whole fit of a linear model: ``len(lrs)`` epochs of fused steps.
+    """A whole fit of a linear model ``y ≈ X @ weight.T + bias``: ``len(lrs)`` epochs of steps.
 
-    ``lrs`` (E,) float64 holds each epoch's learning rate. ``batch_size <= 0``
-    means full batch. ``order`` is None (rows in their order) or an (E, N) int64
-    tensor giving each epoch's row order; minibatches are consecutive slices of it,
-    the last one possibly short.
+    X (N, D), y (N, K); params [weight (K, D)] or [weight, bias (K,)]; state the
+    optimizer's tensors, param by param in ``_settings.state_names`` order, each
+    like its param. ``lrs`` (E,) float64 holds each epoch's learning rate.
+    ``batch_size <= 0`` means full batch. ``order`` is None (rows in their order)
+    or an (E, N) int64 tensor giving each epoch's row order; minibatches are
+    consecutive slices of it, the last one possibly short. ``loss``, ``reduction``
+    and ``optimizer`` are codes of ``_settings``; ``delta`` is the huber loss's;
+    ``settings`` the 13 values of ``_settings.SETTING_NAMES``; ``step`` the number
+    of steps the params have taken before (the first step here is number step + 1).
 
     Returns (E,) epoch losses in X's dtype, each taken before that step's update:
     the loss itself for full batch; for minibatches the batches' losses combined
     as one loss over the epoch (weighted by batch size for the mean, summed for
-    the sum). If a step meets a non-finite loss or update, the fit stops there,
-    the parameters keep their last finite values, that epoch's entry is non-finite
-    and every later entry is NaN.
+    the sum). If a step meets a non-finite loss, or leaves a param non-finite, its
+    update is undone (params and state), the fit stops there, that epoch's entry
+    is non-finite (NaN when only the update overflowed) and every later entry is NaN.
     """
-    epochs = lrs.numel()
-    n = X.shape[0]
+    _checks.check_linear_fit(X, y, params, state, lrs, order, batch_size, loss, reduction, delta,
+                             optimizer, settings, step)
+    update = _updates.UPDATES[optimizer]
+    named = dict(zip(_settings.SETTING_NAMES, (float(v) for v in settings)))
+    per_param = len(state) // len(params)
+    # (param, its state tensors) pairs
+    owned = [(p, state[i * per_param:(i + 1) * per_param]) for i, p in enumerate(params)]
+    epochs, n = lrs.numel(), X.shape[0]
     batch = n if batch_size <= 0 else min(batch_size, n)
     losses = torch.full((epochs,), float("nan"), dtype=X.dtype, device=X.device)
-    step_first = first_step
     for epoch in range(epochs):
         lr = float(lrs[epoch])
-        rows = order[epoch] if order is not None else None
+        rows = order[epoch].to(X.device) if order is not None else None
         total = torch.zeros((), dtype=torch.float64, device=X.device)
         for start in range(0, n, batch):
             stop = min(start + batch, n)
-            if rows is None:
-                xb, yb = X[start:stop], y[start:stop]
-            else:
-                idx = rows[start:stop]
-                xb, yb = X[idx], y[idx]
-            loss = linear_step_(xb, yb, weight, bias, weight_buf, bias_buf, lr, momentum,
-                                dampening, nesterov, weight_decay, maximize, step_first,
-                                reduction)
-            step_first = False
-            if not torch.isfinite(loss):
-                losses[epoch] = loss
+            index = slice(start, stop) if rows is None else rows[start:stop]
+            value, grads = _loss_and_grads(X[index], y[index], params, loss, reduction, delta)
+            if not torch.isfinite(value):
+                losses[epoch] = value
                 return losses
-            weight_of_batch = (stop - start) / n if reduction == MEAN else 1.0
-            total += loss.double() * weight_of_batch
+            step += 1
+            saved = [t.clone() for t in [*params, *state]]
+            for (param, tensors), grad in zip(owned, grads):
+                update(param, grad, tensors, lr, named, float(step))
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                for live, old in zip([*params, *state], saved):
+                    live.copy_(old)
+                losses[epoch] = float("nan")
+                return losses
+            total += value.double() * ((stop - start) / n if reduction == MEAN else 1.0)
         losses[epoch] = total
     return losses
 
