@@ -20,9 +20,11 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 from torch.optim import optimizer as optim_module
 
-from ._fused_state import counts_steps, has_state, settings_of, state_keys
+from ._fused_state import counts_steps, has_state, settings_vector, state_keys
+from .errors import InputError
 from .models import LINEAR_IN_PARAMETERS
-from .ops._checks import linear_kernel_takes
+from .ops import _settings
+from .ops._checks import check_settings, linear_kernel_takes
 from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 
 # exactly these classes: a subclass may change what step computes
@@ -50,8 +52,12 @@ class FusionPlan:
     optimizer: str  # "sgd", "adam" (AdamW too), "rmsprop" or "adagrad"
 
     def settings(self, group: Mapping[str, Any]) -> Dict[str, Any]:
-        """The param group's settings the loop reads (all but the learning rate, which goes per epoch)."""
-        return settings_of(self.optimizer, group)
+        """The param group's settings as they are now (a copy: a scheduler changes the group)."""
+        return {key: value for key, value in group.items() if key != "params"}
+
+    def vector(self, settings: Mapping[str, Any]) -> List[float]:
+        """The settings the loop reads, as the op's vector: where it changes, a call ends."""
+        return settings_vector(self.optimizer, settings)
 
 
 def _declared_by_definer(cls: type, method: str, flag: str) -> Any:
@@ -127,6 +133,16 @@ def _plain_settings(group: Mapping[str, Any]) -> bool:
     return True
 
 
+def _settings_in_range(code: str, group: Mapping[str, Any]) -> bool:
+    """Whether the op takes the group's settings (torch's constructors check the same ranges; a
+    setting changed afterwards may leave them)."""
+    try:
+        check_settings(_settings.OPTIMIZER_CODES[code], settings_vector(code, group))
+    except (InputError, ValueError):
+        return False
+    return True
+
+
 def _same_step(steps: List[Any]) -> bool:
     """Every param's ``state["step"]`` a CPU scalar holding the same whole number, not shared."""
     if not all(isinstance(s, torch.Tensor) and s.device.type == "cpu" and s.numel() == 1 for s in steps):
@@ -194,6 +210,7 @@ def fusion_plan(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer
     # a GradScaler's attributes make torch's step unscale and skip
     if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
         return None
-    if not _plain_settings(group) or not _usable_state(code, group, optimizer, params):
+    if not (_plain_settings(group) and _settings_in_range(code, group)
+            and _usable_state(code, group, optimizer, params)):
         return None
     return FusionPlan(loss=kind, reduction=reduction, delta=delta, optimizer=code)

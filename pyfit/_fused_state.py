@@ -15,33 +15,22 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import _get_scalar_dtype
 
-# the param-group settings each optimizer's fused update reads; the learning rate goes per epoch
-SETTINGS_READ = {
-    "sgd": ("momentum", "dampening", "nesterov", "weight_decay", "maximize"),
-    "adam": ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay"),
-    "rmsprop": ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
-    "adagrad": ("lr_decay", "eps", "weight_decay", "maximize"),
-}
+from .ops import _settings
 
 # optimizers whose state counts steps in state["step"] (SGD keeps only its momentum buffer)
 _COUNTS_STEPS = ("adam", "rmsprop", "adagrad")
 
 
-def settings_of(optimizer: str, group: Mapping[str, Any]) -> Dict[str, Any]:
-    """The settings of ``group`` that the fused update of ``optimizer`` reads."""
-    return {key: group[key] for key in SETTINGS_READ[optimizer] if key in group}
+def settings_vector(optimizer: str, group: Mapping[str, Any]) -> List[float]:
+    """Every setting of ``group`` that the fused update of ``optimizer`` reads, as the op's vector
+    (all but the learning rate, which goes per epoch)."""
+    return _settings.settings_vector(_settings.OPTIMIZER_CODES[optimizer], group)
 
 
 def state_keys(optimizer: str, group: Mapping[str, Any]) -> Tuple[str, ...]:
     """torch's names of one param's state tensors, in the order the fused op takes them."""
-    if optimizer == "sgd":
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
-    if optimizer == "adam":
-        return ("exp_avg", "exp_avg_sq") + ("max_exp_avg_sq",) * bool(group["amsgrad"])
-    if optimizer == "rmsprop":
-        return (("square_avg",) + ("momentum_buffer",) * (group["momentum"] > 0)
-                + ("grad_avg",) * bool(group["centered"]))
-    return ("sum",)
+    code = _settings.OPTIMIZER_CODES[optimizer]
+    return _settings.state_names(code, _settings.settings_vector(code, group))
 
 
 def has_state(optimizer: str, entries: Mapping[str, Any]) -> bool:

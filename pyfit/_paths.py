@@ -211,6 +211,7 @@ class FusedLinear(Runner):
         """
         group = self.optimizer.param_groups[0]
         settings = self.plan.settings(group)
+        vector = self.plan.vector(settings)
         # where a scheduler step fails, planning ends there and the fit stops after the planned epochs
         self.scheduler_failure: Optional[str] = None
         if self.scheduler is None and not self.shuffled:  # nothing to plan per epoch
@@ -225,7 +226,7 @@ class FusedLinear(Runner):
                 self.scheduler_failure = step_or_undo(self.scheduler, self.optimizer)
                 if self.scheduler_failure is not None:
                     break
-                if self.plan.settings(group) != settings:
+                if self.plan.vector(group) != vector:
                     break
             if len(lrs) % _PLAN_CHECK_EVERY == 0 and interrupted():
                 break
