@@ -3,6 +3,9 @@
 
 #include <ATen/MemoryOverlap.h>
 
+#include <cmath>
+#include <string>
+
 #include "pyfit.h"
 
 namespace pyfit {
@@ -44,10 +47,6 @@ void check_writable(const at::Tensor& t, const std::string& name) {
 }
 
 std::string indexed(const char* name, size_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
-
-at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->contiguous() : at::Tensor();
-}
 
 }  // namespace
 
@@ -114,66 +113,151 @@ void write_back_sgd(const SgdArgs& work, at::TensorList params, at::TensorList g
   }
 }
 
-LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias,
-                          const std::optional<at::Tensor>& weight_buf,
-                          const std::optional<at::Tensor>& bias_buf, double momentum,
-                          int64_t reduction, c10::DeviceType device) {
-  check_reduction(reduction);
-  // (name, tensor) of every tensor argument that is present
-  std::vector<std::pair<const char*, const at::Tensor*>> given{{"y", &y}, {"weight", &weight}};
-  if (bias.has_value()) given.emplace_back("bias", &*bias);
-  if (weight_buf.has_value()) given.emplace_back("weight_buf", &*weight_buf);
-  if (bias_buf.has_value()) given.emplace_back("bias_buf", &*bias_buf);
-  check_device(X, "X", X, "X", device);
-  for (const auto& [name, t] : given) check_device(*t, name, X, "X", device);
-  check_floating(X, "X");
-  for (const auto& [name, t] : given) check_dtype_like(*t, name, X, "X");
-  TORCH_CHECK(X.dim() == 2, "X must be 2-D (N, D), got shape ", X.sizes());
-  TORCH_CHECK(weight.dim() == 2, "weight must be 2-D (K, D), got shape ", weight.sizes());
-  const int64_t N = X.size(0), D = X.size(1), K = weight.size(0);
-  TORCH_CHECK(weight.size(1) == D, "weight must have shape (K, ", D, ") for X of shape ",
-              X.sizes(), ", got ", weight.sizes());
-  check_shape(y, "y", {N, K});
-  check_writable(weight, "weight");
-  if (bias.has_value()) {
-    check_shape(*bias, "bias", {K});
-    check_writable(*bias, "bias");
+namespace {
+
+constexpr const char* kSettingNames[kSettingCount] = {
+    "momentum", "dampening", "nesterov", "weight_decay", "maximize", "beta1", "beta2",
+    "eps",      "amsgrad",   "decoupled_weight_decay",  "alpha",    "centered", "lr_decay"};
+
+const char* optimizer_name(Optimizer optimizer) {
+  switch (optimizer) {
+    case Optimizer::Sgd: return "sgd";
+    case Optimizer::Adam: return "adam";
+    case Optimizer::Rmsprop: return "rmsprop";
+    case Optimizer::Adagrad: return "adagrad";
   }
-  const bool use_buf = momentum != 0;
-  if (use_buf) {
-    TORCH_CHECK(weight_buf.has_value(), "with momentum ", momentum,
-                ", weight_buf (shaped like weight) is required, got None");
-    check_shape(*weight_buf, "weight_buf", {K, D});
-    check_writable(*weight_buf, "weight_buf");
-    if (bias.has_value()) {
-      TORCH_CHECK(bias_buf.has_value(), "with momentum ", momentum,
-                  " and a bias, bias_buf (shaped like bias) is required, got None");
-      check_shape(*bias_buf, "bias_buf", {K});
-      check_writable(*bias_buf, "bias_buf");
-    }
-  }
-  return LinearArgs{X.contiguous(),
-                    y.contiguous(),
-                    weight.contiguous(),
-                    contiguous_or_undefined(bias),
-                    use_buf ? contiguous_or_undefined(weight_buf) : at::Tensor(),
-                    use_buf && bias.has_value() ? contiguous_or_undefined(bias_buf) : at::Tensor(),
-                    N,
-                    K,
-                    D};
+  return "?";
 }
 
-void write_back_linear(const LinearArgs& work, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias,
-                       const std::optional<at::Tensor>& weight_buf,
-                       const std::optional<at::Tensor>& bias_buf) {
-  if (!work.weight.is_same(weight)) weight.copy_(work.weight);
-  if (work.bias.defined() && !work.bias.is_same(*bias)) bias->copy_(work.bias);
-  if (work.weight_buf.defined() && !work.weight_buf.is_same(*weight_buf))
-    weight_buf->copy_(work.weight_buf);
-  if (work.bias_buf.defined() && !work.bias_buf.is_same(*bias_buf))
-    bias_buf->copy_(work.bias_buf);
+// The names of one param's state tensors, in order (see OptimizerSettings).
+std::string state_layout(const OptimizerSettings& s) {
+  switch (s.optimizer) {
+    case Optimizer::Sgd: return s.momentum != 0 ? "momentum_buffer" : "none without momentum";
+    case Optimizer::Adam: return s.amsgrad ? "exp_avg, exp_avg_sq, max_exp_avg_sq" : "exp_avg, exp_avg_sq";
+    case Optimizer::Rmsprop:
+      return std::string("square_avg") + (s.momentum > 0 ? ", momentum_buffer" : "") +
+             (s.centered ? ", grad_avg" : "");
+    case Optimizer::Adagrad: return "sum";
+  }
+  return "?";
+}
+
+}  // namespace
+
+OptimizerSettings make_optimizer_settings(int64_t optimizer, c10::ArrayRef<double> v) {
+  TORCH_CHECK(optimizer >= 0 && optimizer <= 3, "optimizer must be 0 (sgd), 1 (adam), ",
+              "2 (rmsprop) or 3 (adagrad), got ", optimizer);
+  TORCH_CHECK(v.size() == kSettingCount, "settings must hold ", int(kSettingCount),
+              " floats (momentum, dampening, nesterov, weight_decay, maximize, beta1, beta2, eps, "
+              "amsgrad, decoupled_weight_decay, alpha, centered, lr_decay), got ", v.size());
+  for (int i = 0; i < kSettingCount; ++i) {
+    TORCH_CHECK(std::isfinite(v[i]), "settings[", i, "] (", kSettingNames[i],
+                ") must be finite, got ", v[i]);
+  }
+  for (int i : {kNesterov, kMaximize, kAmsgrad, kDecoupledWeightDecay, kCentered}) {
+    TORCH_CHECK(v[i] == 0 || v[i] == 1, "settings[", i, "] (", kSettingNames[i],
+                ") is a flag and must be 0 or 1, got ", v[i]);
+  }
+  for (int i : {kMomentum, kWeightDecay, kEps, kAlpha, kLrDecay}) {
+    TORCH_CHECK(v[i] >= 0, "settings[", i, "] (", kSettingNames[i], ") must be >= 0, got ", v[i]);
+  }
+  for (int i : {kBeta1, kBeta2}) {
+    TORCH_CHECK(v[i] >= 0 && v[i] < 1, "settings[", i, "] (", kSettingNames[i],
+                ") must be in [0, 1), got ", v[i]);
+  }
+  const OptimizerSettings s{static_cast<Optimizer>(optimizer),
+                            v[kMomentum],
+                            v[kDampening],
+                            v[kWeightDecay],
+                            v[kNesterov] != 0,
+                            v[kMaximize] != 0,
+                            v[kBeta1],
+                            v[kBeta2],
+                            v[kEps],
+                            v[kAmsgrad] != 0,
+                            v[kDecoupledWeightDecay] != 0,
+                            v[kAlpha],
+                            v[kCentered] != 0,
+                            v[kLrDecay]};
+  // as torch.optim.SGD refuses it
+  TORCH_CHECK(!(s.optimizer == Optimizer::Sgd && s.nesterov) ||
+                  (s.momentum > 0 && s.dampening == 0),
+              "nesterov momentum needs momentum > 0 and dampening 0, got momentum ", s.momentum,
+              " and dampening ", s.dampening);
+  return s;
+}
+
+OptimizerSettings make_sgd_settings(double momentum, double dampening, bool nesterov,
+                                    double weight_decay, bool maximize) {
+  double v[kSettingCount] = {};
+  v[kMomentum] = momentum;
+  v[kDampening] = dampening;
+  v[kNesterov] = nesterov;
+  v[kWeightDecay] = weight_decay;
+  v[kMaximize] = maximize;
+  return make_optimizer_settings(static_cast<int64_t>(Optimizer::Sgd), v);
+}
+
+LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
+                          at::TensorList state, const at::Tensor& lrs,
+                          const std::optional<at::Tensor>& order, int64_t batch_size,
+                          int64_t loss, int64_t reduction, double delta, int64_t optimizer,
+                          c10::ArrayRef<double> settings, int64_t step, c10::DeviceType device) {
+  TORCH_CHECK(loss >= 0 && loss <= 2, "loss must be 0 (squared), 1 (absolute) or 2 (huber), got ",
+              loss);
+  check_reduction(reduction);
+  TORCH_CHECK(loss != static_cast<int64_t>(Loss::Huber) || (std::isfinite(delta) && delta > 0),
+              "delta must be a finite number > 0 for the huber loss, got ", delta);
+  const OptimizerSettings s = make_optimizer_settings(optimizer, settings);
+  TORCH_CHECK(params.size() == 1 || params.size() == 2,
+              "params must be [weight] or [weight, bias], got ", params.size(), " tensors");
+  const int64_t per_param = s.state_per_param();
+  TORCH_CHECK(state.size() == params.size() * per_param, "state must hold ", per_param,
+              " tensor(s) per param for ", optimizer_name(s.optimizer), " (", state_layout(s),
+              "), ", params.size() * per_param, " for ", params.size(), " param(s), got ",
+              state.size());
+  const at::Tensor& weight = params[0];
+  check_device(X, "X", X, "X", device);
+  check_device(y, "y", X, "X", device);
+  for (size_t i = 0; i < params.size(); ++i) check_device(params[i], indexed("params", i), X, "X", device);
+  for (size_t i = 0; i < state.size(); ++i) check_device(state[i], indexed("state", i), X, "X", device);
+  check_floating(X, "X");
+  check_dtype_like(y, "y", X, "X");
+  for (size_t i = 0; i < params.size(); ++i) check_dtype_like(params[i], indexed("params", i), X, "X");
+  for (size_t i = 0; i < state.size(); ++i) check_dtype_like(state[i], indexed("state", i), X, "X");
+  TORCH_CHECK(X.dim() == 2, "X must be 2-D (N, D), got shape ", X.sizes());
+  TORCH_CHECK(weight.dim() == 2, "weight (params[0]) must be 2-D (K, D), got shape ",
+              weight.sizes());
+  const int64_t N = X.size(0), D = X.size(1), K = weight.size(0);
+  TORCH_CHECK(weight.size(1) == D, "weight (params[0]) must have shape (K, ", D,
+              ") for X of shape ", X.sizes(), ", got ", weight.sizes());
+  check_shape(y, "y", {N, K});
+  if (params.size() == 2) check_shape(params[1], "bias (params[1])", {K});
+  for (size_t i = 0; i < params.size(); ++i) check_writable(params[i], indexed("params", i));
+  for (size_t i = 0; i < state.size(); ++i) {
+    const size_t owner = i / per_param;
+    check_shape_like(state[i], indexed("state", i), params[owner], indexed("params", owner));
+    check_writable(state[i], indexed("state", i));
+  }
+  TORCH_CHECK(step >= 0, "step (steps already taken) must be >= 0, got ", step);
+  const at::Tensor lrs_work = prepare_lrs(lrs);
+  const int64_t epochs = lrs_work.numel();
+  TORCH_CHECK(N > 0 || epochs == 0, "linear_fit_ needs at least one row, got X of shape ",
+              X.sizes());
+  at::Tensor order_work = prepare_order(order, epochs, N, X.device());
+  const int64_t batch = std::max<int64_t>(1, batch_size <= 0 ? N : std::min(batch_size, N));
+  LinearArgs work{X.contiguous(), y.contiguous(), {}, {}, N, K, D, static_cast<Loss>(loss),
+                  reduction == kMean, delta, s, lrs_work, order_work, epochs, batch, step};
+  for (const at::Tensor& p : params) work.params.push_back(p.contiguous());
+  for (const at::Tensor& t : state) work.state.push_back(t.contiguous());
+  return work;
+}
+
+void write_back_linear(const LinearArgs& work, at::TensorList params, at::TensorList state) {
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!work.params[i].is_same(params[i])) params[i].copy_(work.params[i]);
+  for (size_t i = 0; i < state.size(); ++i)
+    if (!work.state[i].is_same(state[i])) state[i].copy_(work.state[i]);
 }
 
 at::Tensor prepare_lrs(const at::Tensor& lrs) {

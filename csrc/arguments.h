@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include "optimizer_settings.h"
+
 #include <optional>
 #include <vector>
 
@@ -29,21 +31,34 @@ SgdArgs prepare_sgd(at::TensorList params, at::TensorList grads, at::TensorList 
 void write_back_sgd(const SgdArgs& work, at::TensorList params, at::TensorList grads,
                     at::TensorList buffers, bool zero_grads);
 
-// The same for a linear model's step or fit: X (N, D), y (N, K), weight (K, D),
-// bias (K) and the momentum buffers; undefined where absent.
+// The checked hyperparameters of `optimizer` from the op's settings vector (13
+// floats, layout in optimizer_settings.h); the one place they are read and checked.
+OptimizerSettings make_optimizer_settings(int64_t optimizer, c10::ArrayRef<double> settings);
+// The same for sgd_update_'s spelled-out hyperparameters.
+OptimizerSettings make_sgd_settings(double momentum, double dampening, bool nesterov,
+                                    double weight_decay, bool maximize);
+
+// A linear model's fit: X (N, D), y (N, K), params [weight (K, D)] or [weight, bias
+// (K,)], and the optimizer's state tensors, param-major (state_per_param() each).
 struct LinearArgs {
-  at::Tensor X, y, weight, bias, weight_buf, bias_buf;
+  at::Tensor X, y;
+  std::vector<at::Tensor> params, state;  // contiguous; copies where the caller's are not
   int64_t N, K, D;
+  Loss loss;
+  bool mean;  // reduction: mean (else sum)
+  double delta;
+  OptimizerSettings settings;
+  at::Tensor lrs;    // (epochs,) float64 CPU
+  at::Tensor order;  // (epochs, N) int64 on X's device, or undefined
+  int64_t epochs, batch;  // batch: rows per step (N for full batch)
+  int64_t step;           // steps taken before this call
 };
-LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias,
-                          const std::optional<at::Tensor>& weight_buf,
-                          const std::optional<at::Tensor>& bias_buf, double momentum,
-                          int64_t reduction, c10::DeviceType device);
-void write_back_linear(const LinearArgs& work, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias,
-                       const std::optional<at::Tensor>& weight_buf,
-                       const std::optional<at::Tensor>& bias_buf);
+LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
+                          at::TensorList state, const at::Tensor& lrs,
+                          const std::optional<at::Tensor>& order, int64_t batch_size,
+                          int64_t loss, int64_t reduction, double delta, int64_t optimizer,
+                          c10::ArrayRef<double> settings, int64_t step, c10::DeviceType device);
+void write_back_linear(const LinearArgs& work, at::TensorList params, at::TensorList state);
 
 // One learning rate per epoch: a 1-D float64 CPU tensor, made contiguous.
 at::Tensor prepare_lrs(const at::Tensor& lrs);

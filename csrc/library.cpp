@@ -11,14 +11,13 @@ TORCH_LIBRARY(pyfit, m) {
       "sgd_update_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] momentum_buffers, "
       "bool[] first_step, float lr, float momentum, float dampening, bool nesterov, "
       "float weight_decay, bool maximize, bool zero_grads) -> ()");
+  // A linear model's fit, y ≈ X @ weight.T + bias, params [weight] or [weight, bias]:
+  // one lr per epoch, an optional (epochs, N) row order, batch_size <= 0 full batch;
+  // loss 0 squared, 1 absolute, 2 huber (delta); optimizer 0 sgd, 1 adam, 2 rmsprop,
+  // 3 adagrad, settings its 13 hyperparameters (csrc/optimizer_settings.h) and state
+  // its tensors, param-major; step: steps already taken. Returns each epoch's loss.
   m.def(
-      "linear_step_(Tensor X, Tensor y, Tensor(a!) weight, Tensor(b!)? bias, "
-      "Tensor(c!)? weight_buf, Tensor(d!)? bias_buf, float lr, float momentum, "
-      "float dampening, bool nesterov, float weight_decay, bool maximize, bool first_step, "
-      "int reduction) -> Tensor");
-  m.def(
-      "linear_fit_(Tensor X, Tensor y, Tensor(a!) weight, Tensor(b!)? bias, "
-      "Tensor(c!)? weight_buf, Tensor(d!)? bias_buf, Tensor lrs, Tensor? order, "
-      "int batch_size, float momentum, float dampening, bool nesterov, float weight_decay, "
-      "bool maximize, bool first_step, int reduction) -> Tensor");
+      "linear_fit_(Tensor X, Tensor y, Tensor(a!)[] params, Tensor(b!)[] state, Tensor lrs, "
+      "Tensor? order, int batch_size, int loss, int reduction, float delta, int optimizer, "
+      "float[] settings, int step) -> Tensor");
 }

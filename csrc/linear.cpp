@@ -1,8 +1,16 @@
-// Fused SGD steps of a linear model y ≈ X @ weight.T + bias under the squared error:
-// one read of X per step (linear_kernel.h), then the small update, checked for
-// finiteness; linear_fit_ runs the whole epoch loop here.
+// The fused fit of a linear model y ≈ X @ weight.T + bias: per step one read of
+// the batch's rows (linear_kernel.h, for the squared, absolute or Huber loss), then
+// the small update of the params and the optimizer's state (update_rules.h),
+// undone when it leaves a param non-finite. The whole epoch loop runs here.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+
 #include "arguments.h"
 #include "linear_kernel.h"
+#include "update_rules.h"
 
 namespace pyfit {
 namespace {
@@ -14,139 +22,123 @@ bool all_finite(const scalar_t* v, int64_t n) {
   return true;
 }
 
-// Raw views of the params plus scratch space reused by every step of a fit.
+// Raw views of the params and their state, plus scratch space reused by every step.
 template <typename scalar_t>
 struct Stepper {
-  scalar_t* w;
-  scalar_t* b;     // nullptr: no bias
-  scalar_t* wbuf;  // nullptr: no momentum
-  scalar_t* bbuf;
-  int64_t K, D;
+  const LinearArgs& a;
+  // Per param (weight, then bias if any): its elements, its grads' offset in the
+  // partials, and its state tensors' elements (null where the optimizer has fewer).
+  struct Target {
+    scalar_t* param;
+    int64_t numel, grad_offset;
+    scalar_t* state[3];
+  };
+  std::vector<Target> targets;
   std::vector<double> partials, total;
   std::vector<scalar_t> saved;
 
-  explicit Stepper(const LinearArgs& a)
-      : w(a.weight.data_ptr<scalar_t>()),
-        b(a.bias.defined() ? a.bias.data_ptr<scalar_t>() : nullptr),
-        wbuf(a.weight_buf.defined() ? a.weight_buf.data_ptr<scalar_t>() : nullptr),
-        bbuf(a.bias_buf.defined() ? a.bias_buf.data_ptr<scalar_t>() : nullptr),
-        K(a.K),
-        D(a.D),
-        total(linear::partial_size(a.K, a.D)) {}
-
-  // In-place SGD on n params with grads g = sums * scale; buf may be nullptr.
-  static void update(scalar_t* p, scalar_t* buf, const double* sums, double scale, int64_t n,
-                     bool first, const SgdCoefficients& c) {
-    for (int64_t i = 0; i < n; ++i) {
-      const scalar_t g = static_cast<scalar_t>(sums[i] * scale);
-      scalar_t bv = buf ? buf[i] : scalar_t(0);
-      p[i] = sgd_step<scalar_t, scalar_t>(p[i], g, bv, first, c);
-      if (buf) buf[i] = bv;
+  explicit Stepper(const LinearArgs& args)
+      : a(args), total(linear::partial_size(args.K, args.D)) {
+    const int per_param = a.settings.state_per_param();
+    for (size_t i = 0; i < a.params.size(); ++i) {
+      const bool is_weight = i == 0;
+      Target t{a.params[i].data_ptr<scalar_t>(), a.params[i].numel(),
+               is_weight ? 1 + a.K : 1, {nullptr, nullptr, nullptr}};
+      for (int j = 0; j < per_param; ++j) t.state[j] = a.state[i * per_param + j].data_ptr<scalar_t>();
+      targets.push_back(t);
     }
   }
 
-  // One step on a batch of n rows (rows: gather indices or nullptr); returns the
-  // loss before the update, non-finite when the update was not kept.
+  // Every param and state element, in a fixed order: to save and restore.
+  template <typename Fn>
+  void for_each_array(Fn fn) {
+    for (const Target& t : targets) {
+      fn(t.param, t.numel);
+      for (scalar_t* s : t.state)
+        if (s) fn(s, t.numel);
+    }
+  }
+
+  // One step on a batch of n rows (rows: gather indices or nullptr) with step
+  // scalars c; returns the loss before the update, non-finite when the update was
+  // not kept (NaN if only the update overflowed).
   scalar_t step(const scalar_t* X, const scalar_t* y, const int64_t* rows, int64_t n,
-                const SgdCoefficients& c, bool first, int64_t reduction) {
-    linear::batch_sums<scalar_t>(X, y, rows, n, K, D, w, b, partials, total.data());
-    const double count = static_cast<double>(n * K);
-    const double scale = reduction == kMean ? 2.0 / count : 2.0;
-    const scalar_t loss =
-        static_cast<scalar_t>(reduction == kMean ? total[0] / count : total[0]);
+                const StepScalars& c) {
+    const scalar_t* weight = targets[0].param;
+    const scalar_t* bias = targets.size() > 1 ? targets[1].param : nullptr;
+    linear::batch_sums<scalar_t>(X, y, rows, n, a.K, a.D, weight, bias, a.loss,
+                                 static_cast<scalar_t>(a.delta), partials, total.data());
+    const double count = static_cast<double>(n) * static_cast<double>(a.K);
+    const scalar_t loss = static_cast<scalar_t>(a.mean ? total[0] / count : total[0]);
     if (!std::isfinite(loss)) return loss;
-    const int64_t KD = K * D;
-    // Keep the params and buffers to restore them if the update overflows.
-    saved.assign(w, w + KD);
-    if (b) saved.insert(saved.end(), b, b + K);
-    if (wbuf) saved.insert(saved.end(), wbuf, wbuf + KD);
-    if (bbuf) saved.insert(saved.end(), bbuf, bbuf + K);
-    update(w, wbuf, total.data() + 1 + K, scale, KD, first, c);
-    if (b) update(b, bbuf, total.data() + 1, scale, K, first, c);
-    if (all_finite(w, KD) && (!b || all_finite(b, K))) return loss;
-    const scalar_t* s = saved.data();
-    std::copy(s, s + KD, w), s += KD;
-    if (b) std::copy(s, s + K, b), s += K;
-    if (wbuf) std::copy(s, s + KD, wbuf), s += KD;
-    if (bbuf) std::copy(s, s + K, bbuf);
+    const double scale = loss_scale(a.loss, a.mean, n, a.K);
+    saved.clear();
+    for_each_array([&](scalar_t* v, int64_t len) { saved.insert(saved.end(), v, v + len); });
+    bool finite = true;
+    for (const Target& t : targets) {
+      const double* sums = total.data() + t.grad_offset;
+      scalar_t* const* s = t.state;
+      for (int64_t i = 0; i < t.numel; ++i) {
+        const scalar_t g = static_cast<scalar_t>(sums[i] * scale);
+        t.param[i] = update_element<scalar_t>(a.settings, c, t.param[i], g, s[0] ? s[0] + i : nullptr,
+                                              s[1] ? s[1] + i : nullptr, s[2] ? s[2] + i : nullptr);
+      }
+      finite = finite && all_finite(t.param, t.numel);
+    }
+    if (finite) return loss;
+    const scalar_t* from = saved.data();
+    for_each_array([&](scalar_t* v, int64_t len) {
+      std::copy(from, from + len, v);
+      from += len;
+    });
     return std::numeric_limits<scalar_t>::quiet_NaN();
   }
 };
 
-at::Tensor linear_step_cpu(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& weight_buf,
-                           const std::optional<at::Tensor>& bias_buf, double lr, double momentum,
-                           double dampening, bool nesterov, double weight_decay, bool maximize,
-                           bool first_step, int64_t reduction) {
-  const LinearArgs a = prepare_linear(X, y, weight, bias, weight_buf, bias_buf, momentum,
-                                      reduction, c10::DeviceType::CPU);
-  const SgdCoefficients c{lr, momentum, dampening, weight_decay, nesterov, maximize};
-  at::Tensor loss = at::empty({}, X.options());
-  AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "linear_step_cpu", [&] {
-    Stepper<scalar_t> stepper(a);
-    loss.fill_(stepper.step(a.X.const_data_ptr<scalar_t>(), a.y.const_data_ptr<scalar_t>(),
-                            nullptr, a.N, c, first_step, reduction));
-  });
-  write_back_linear(a, weight, bias, weight_buf, bias_buf);
-  return loss;
-}
-
-at::Tensor linear_fit_cpu(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias,
-                          const std::optional<at::Tensor>& weight_buf,
-                          const std::optional<at::Tensor>& bias_buf, const at::Tensor& lrs_in,
-                          const std::optional<at::Tensor>& order_in, int64_t batch_size,
-                          double momentum, double dampening, bool nesterov, double weight_decay,
-                          bool maximize, bool first_step, int64_t reduction) {
-  const LinearArgs a = prepare_linear(X, y, weight, bias, weight_buf, bias_buf, momentum,
-                                      reduction, c10::DeviceType::CPU);
-  const at::Tensor lrs = prepare_lrs(lrs_in);
-  const int64_t epochs = lrs.numel(), n = a.N;
-  TORCH_CHECK(n > 0 || epochs == 0, "linear_fit_ needs at least one row, got X of shape ",
-              X.sizes());
-  const at::Tensor order = prepare_order(order_in, epochs, n, X.device());
-  const int64_t batch = batch_size <= 0 ? n : std::min(batch_size, n);
+at::Tensor linear_fit_cpu(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
+                          at::TensorList state, const at::Tensor& lrs,
+                          const std::optional<at::Tensor>& order, int64_t batch_size,
+                          int64_t loss, int64_t reduction, double delta, int64_t optimizer,
+                          c10::ArrayRef<double> settings, int64_t step) {
+  const LinearArgs a = prepare_linear(X, y, params, state, lrs, order, batch_size, loss,
+                                      reduction, delta, optimizer, settings, step,
+                                      c10::DeviceType::CPU);
+  const int64_t epochs = a.epochs, n = a.N, batch = a.batch;
   at::Tensor losses = at::full({epochs}, std::numeric_limits<double>::quiet_NaN(), X.options());
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "linear_fit_cpu", [&] {
     Stepper<scalar_t> stepper(a);
     const scalar_t* Xp = a.X.const_data_ptr<scalar_t>();
     const scalar_t* yp = a.y.const_data_ptr<scalar_t>();
-    const double* lr = lrs.const_data_ptr<double>();
-    const int64_t* rows = order.defined() ? order.const_data_ptr<int64_t>() : nullptr;
+    const double* lr = a.lrs.const_data_ptr<double>();
+    const int64_t* rows = a.order.defined() ? a.order.const_data_ptr<int64_t>() : nullptr;
     scalar_t* out = losses.mutable_data_ptr<scalar_t>();
-    bool first = first_step;
+    int64_t t = a.step;  // steps taken so far
     for (int64_t e = 0; e < epochs; ++e) {
-      const SgdCoefficients c{lr[e], momentum, dampening, weight_decay, nesterov, maximize};
       double total = 0;
       for (int64_t start = 0; start < n; start += batch) {
         const int64_t len = std::min(batch, n - start);
+        const StepScalars c = step_scalars(a.settings, lr[e], ++t);
         // Without an order a batch is a slice of X; with one, indices into X.
-        const scalar_t loss =
-            rows ? stepper.step(Xp, yp, rows + e * n + start, len, c, first, reduction)
-                 : stepper.step(Xp + start * a.D, yp + start * a.K, nullptr, len, c, first,
-                                reduction);
-        first = false;
-        if (!std::isfinite(loss)) {
-          out[e] = loss;
+        const scalar_t batch_loss =
+            rows ? stepper.step(Xp, yp, rows + e * n + start, len, c)
+                 : stepper.step(Xp + start * a.D, yp + start * a.K, nullptr, len, c);
+        if (!std::isfinite(batch_loss)) {
+          out[e] = batch_loss;
           return;
         }
         // the mean over the epoch weights each batch's mean by its share of the rows
-        const double share = reduction == kMean ? static_cast<double>(len) / n : 1.0;
-        total += static_cast<double>(loss) * share;
+        const double share = a.mean ? static_cast<double>(len) / n : 1.0;
+        total += static_cast<double>(batch_loss) * share;
       }
       out[e] = static_cast<scalar_t>(total);
     }
   });
-  write_back_linear(a, weight, bias, weight_buf, bias_buf);
+  write_back_linear(a, params, state);
   return losses;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pyfit, CPU, m) {
-  m.impl("linear_step_", &linear_step_cpu);
-  m.impl("linear_fit_", &linear_fit_cpu);
-}
+TORCH_LIBRARY_IMPL(pyfit, CPU, m) { m.impl("linear_fit_", &linear_fit_cpu); }
 
 }  // namespace pyfit

@@ -1,8 +1,9 @@
-// The one pass over the rows of a linear least-squares batch: residuals, loss and
-// the weight and bias gradients together, into double partials. Shared by the
-// step and fit ops (linear.cpp) and by the C++ unit tests.
+// The one pass over the rows of a linear model's batch: residuals, loss and the
+// (unscaled) weight and bias gradients together, into double partials, for each
+// loss of loss_terms.h. Used by the fit op (linear.cpp).
 #pragma once
 
+#include "loss_terms.h"
 #include "pyfit.h"
 
 #include <cmath>
@@ -20,13 +21,14 @@ namespace linear {
 constexpr int64_t kFlushRows = 128;
 
 // Partials layout, P = 1 + K + K*D doubles: [loss, grad_bias (K), grad_weight (K, D)],
-// all unscaled sums over rows (loss = sum r^2, grad_bias = sum r, grad_weight = sum r x).
+// all unscaled sums over rows (loss = sum value(r), grad_bias = sum f(r),
+// grad_weight = sum f(r) x, with value and factor f of loss_terms.h).
 inline int64_t partial_size(int64_t K, int64_t D) { return 1 + K + K * D; }
 
 template <typename scalar_t>
 using AccumulateFn = void (*)(const scalar_t*, const scalar_t*, const int64_t*, int64_t,
                               int64_t, int64_t, int64_t, const scalar_t*, const scalar_t*,
-                              double*);
+                              scalar_t, double*);
 
 // Baseline build, plus (GCC on x86-64) a copy compiled for AVX2+FMA that is picked
 // at run time when the CPU has it: the per-row dot products are compute bound
@@ -47,17 +49,27 @@ namespace avx2 {
 #pragma GCC pop_options
 #endif
 
-// The specialised accumulator for this (K, D) and this CPU, or the general one.
-template <typename scalar_t>
+// The specialised accumulator for this loss, (K, D) and this CPU, or the general one.
+template <typename scalar_t, Loss L>
 AccumulateFn<scalar_t> pick_accumulate(int64_t K, int64_t D) {
 #ifdef PYFIT_LINEAR_AVX2
   static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (has_avx2) {
-    if (AccumulateFn<scalar_t> special = avx2::pick_special<scalar_t>(K, D)) return special;
-    return avx2::pick_accumulate<scalar_t>(K, D);
+    if (AccumulateFn<scalar_t> special = avx2::pick_special<scalar_t, L>(K, D)) return special;
+    return avx2::pick_accumulate<scalar_t, L>(K, D);
   }
 #endif
-  return base::pick_accumulate<scalar_t>(K, D);
+  return base::pick_accumulate<scalar_t, L>(K, D);
+}
+
+template <typename scalar_t>
+AccumulateFn<scalar_t> pick_accumulate(Loss loss, int64_t K, int64_t D) {
+  switch (loss) {
+    case Loss::Absolute: return pick_accumulate<scalar_t, Loss::Absolute>(K, D);
+    case Loss::Huber: return pick_accumulate<scalar_t, Loss::Huber>(K, D);
+    case Loss::Squared: break;
+  }
+  return pick_accumulate<scalar_t, Loss::Squared>(K, D);
 }
 
 // Rows per reduction block: fixed by (n, P) only, never by the thread count, and
@@ -71,17 +83,17 @@ inline int64_t rows_per_block(int64_t n, int64_t P) {
 // blocks of rows in parallel, each into its own partials, added in block order.
 template <typename scalar_t>
 void batch_sums(const scalar_t* X, const scalar_t* y, const int64_t* rows, int64_t n,
-                int64_t K, int64_t D, const scalar_t* weight, const scalar_t* bias,
-                std::vector<double>& partials, double* total) {
+                int64_t K, int64_t D, const scalar_t* weight, const scalar_t* bias, Loss loss,
+                scalar_t delta, std::vector<double>& partials, double* total) {
   const int64_t P = partial_size(K, D);
   const int64_t block = rows_per_block(n, P);
   const int64_t blocks = ceil_div(n, block);
   partials.assign(blocks * P, 0.0);
-  const AccumulateFn<scalar_t> accumulate = pick_accumulate<scalar_t>(K, D);
+  const AccumulateFn<scalar_t> accumulate = pick_accumulate<scalar_t>(loss, K, D);
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       accumulate(X, y, rows, b * block, std::min(n, (b + 1) * block), K, D, weight, bias,
-                 partials.data() + b * P);
+                 delta, partials.data() + b * P);
     }
   });
   std::fill(total, total + P, 0.0);

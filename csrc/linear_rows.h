@@ -37,11 +37,12 @@ inline scalar_t dot(const scalar_t* x, const scalar_t* w, int64_t D) {
 
 // Accumulates rows [begin, end) of the batch into out (P doubles, added to).
 // rows == nullptr: batch row i is X row i; else X row rows[i] (a gather, no copy).
-// kK / kD > 0 fix K / D at compile time so that the inner loops unroll.
-template <typename scalar_t, int kK, int kD>
+// kK / kD > 0 fix K / D at compile time so that the inner loops unroll; L is the
+// loss (loss_terms.h), delta its parameter (Huber's only).
+template <typename scalar_t, Loss L, int kK, int kD>
 void accumulate_rows(const scalar_t* X, const scalar_t* y, const int64_t* rows,
                      int64_t begin, int64_t end, int64_t K_in, int64_t D_in,
-                     const scalar_t* weight, const scalar_t* bias, double* out) {
+                     const scalar_t* weight, const scalar_t* bias, scalar_t delta, double* out) {
   const int64_t K = kK > 0 ? kK : K_in;
   const int64_t D = kD > 0 ? kD : D_in;
   constexpr bool kFixed = kK > 0 && kD > 0;
@@ -72,8 +73,10 @@ void accumulate_rows(const scalar_t* X, const scalar_t* y, const int64_t* rows,
       const scalar_t* t = y + row * K;
       for (int64_t k = 0; k < K; ++k) {
         // (x . w - y) + b, in the reference's order
-        r[k] = (dot<scalar_t, kD>(x, weight + k * D, D) - t[k]) + (bias ? bias[k] : scalar_t(0));
-        acc_loss += r[k] * r[k];
+        const scalar_t residual =
+            (dot<scalar_t, kD>(x, weight + k * D, D) - t[k]) + (bias ? bias[k] : scalar_t(0));
+        acc_loss += loss_value<L>(residual, delta);
+        r[k] = loss_factor<L>(residual, delta);
         acc_b[k] += r[k];
       }
       for (int64_t k = 0; k < K; ++k) {
@@ -88,24 +91,24 @@ void accumulate_rows(const scalar_t* X, const scalar_t* y, const int64_t* rows,
   }
 }
 
-template <typename scalar_t, int kK>
+template <typename scalar_t, Loss L, int kK>
 AccumulateFn<scalar_t> pick_for_d(int64_t D) {
   switch (D) {
-    case 1: return &accumulate_rows<scalar_t, kK, 1>;
-    case 2: return &accumulate_rows<scalar_t, kK, 2>;
-    case 3: return &accumulate_rows<scalar_t, kK, 3>;
-    case 4: return &accumulate_rows<scalar_t, kK, 4>;
-    case 8: return &accumulate_rows<scalar_t, kK, 8>;
-    case 16: return &accumulate_rows<scalar_t, kK, 16>;
-    case 32: return &accumulate_rows<scalar_t, kK, 32>;
-    default: return &accumulate_rows<scalar_t, kK, 0>;
+    case 1: return &accumulate_rows<scalar_t, L, kK, 1>;
+    case 2: return &accumulate_rows<scalar_t, L, kK, 2>;
+    case 3: return &accumulate_rows<scalar_t, L, kK, 3>;
+    case 4: return &accumulate_rows<scalar_t, L, kK, 4>;
+    case 8: return &accumulate_rows<scalar_t, L, kK, 8>;
+    case 16: return &accumulate_rows<scalar_t, L, kK, 16>;
+    case 32: return &accumulate_rows<scalar_t, L, kK, 32>;
+    default: return &accumulate_rows<scalar_t, L, kK, 0>;
   }
 }
 
-// The specialised accumulator for this (K, D), or the general one.
-template <typename scalar_t>
+// The specialised accumulator for this loss and (K, D), or the general one.
+template <typename scalar_t, Loss L>
 AccumulateFn<scalar_t> pick_accumulate(int64_t K, int64_t D) {
-  return K == 1 ? pick_for_d<scalar_t, 1>(D) : pick_for_d<scalar_t, 0>(D);
+  return K == 1 ? pick_for_d<scalar_t, L, 1>(D) : pick_for_d<scalar_t, L, 0>(D);
 }
 
 }  // namespace PYFIT_ISA

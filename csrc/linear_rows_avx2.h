@@ -19,14 +19,41 @@ inline void add_lanes(double* out, __m256 v) {
   for (int l = 0; l < 8; ++l) *out += lanes[l];
 }
 
+// The loss's value added into `value`, and its factor (loss_terms.h) returned, for
+// eight residuals at once.
+template <Loss L>
+inline __m256 loss_terms_8(__m256 r, __m256 delta, __m256& value) {
+  if constexpr (L == Loss::Squared) {
+    value = _mm256_fmadd_ps(r, r, value);
+    return r;
+  } else {
+    const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
+    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.f), r);  // |r|
+    if constexpr (L == Loss::Absolute) {
+      value = _mm256_add_ps(value, a);
+      const __m256 pos = _mm256_and_ps(_mm256_cmp_ps(r, zero, _CMP_GT_OQ), one);
+      const __m256 neg = _mm256_and_ps(_mm256_cmp_ps(r, zero, _CMP_LT_OQ), one);
+      return _mm256_sub_ps(pos, neg);
+    } else {
+      const __m256 half = _mm256_set1_ps(0.5f);
+      const __m256 quadratic = _mm256_mul_ps(_mm256_mul_ps(half, r), r);
+      const __m256 linear = _mm256_mul_ps(delta, _mm256_sub_ps(a, _mm256_mul_ps(half, delta)));
+      const __m256 inside = _mm256_cmp_ps(a, delta, _CMP_LT_OQ);
+      value = _mm256_add_ps(value, _mm256_blendv_ps(linear, quadratic, inside));
+      const __m256 neg_delta = _mm256_sub_ps(zero, delta);
+      return _mm256_min_ps(_mm256_max_ps(r, neg_delta), delta);
+    }
+  }
+}
+
 // Same contract as accumulate_rows (linear_rows.h) for K == 1, D == 8 * kD8.
-template <int kD8>
+template <Loss L, int kD8>
 void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int64_t begin,
                        int64_t end, int64_t /*K*/, int64_t /*D*/, const float* weight,
-                       const float* bias, double* out) {
+                       const float* bias, float delta, double* out) {
   constexpr int64_t D = 8 * kD8;
   const float b = bias ? bias[0] : 0.f;
-  const __m256 bv = _mm256_set1_ps(b);
+  const __m256 bv = _mm256_set1_ps(b), delta_v = _mm256_set1_ps(delta);
   __m256 wv[kD8];
   for (int c = 0; c < kD8; ++c) wv[c] = _mm256_loadu_ps(weight + 8 * c);
   double* grad_w = out + 2;
@@ -52,8 +79,9 @@ void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int6
         s[j] = acc;
       }
       // residual = (x . w - y) + b, in the reference's order
-      const __m256 r = _mm256_add_ps(_mm256_sub_ps(sum_lanes_8x8(s), _mm256_load_ps(yt)), bv);
-      gl = _mm256_fmadd_ps(r, r, gl);
+      const __m256 residual =
+          _mm256_add_ps(_mm256_sub_ps(sum_lanes_8x8(s), _mm256_load_ps(yt)), bv);
+      const __m256 r = loss_terms_8<L>(residual, delta_v, gl);  // r: the loss's factor
       gb = _mm256_add_ps(gb, r);
       alignas(32) float rs[8];
       _mm256_store_ps(rs, r);
@@ -75,8 +103,9 @@ void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int6
       const float* xr = X + row * D;
       float dot = 0;
       for (int d = 0; d < D; ++d) dot += xr[d] * weight[d];
-      const float r = (dot - y[row]) + b;
-      out[0] += r * r;
+      const float residual = (dot - y[row]) + b;
+      out[0] += loss_value<L>(residual, delta);
+      const float r = loss_factor<L>(residual, delta);
       out[1] += r;
       for (int d = 0; d < D; ++d) grad_w[d] += r * xr[d];
     }
@@ -84,12 +113,12 @@ void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int6
 }
 
 // This kernel when it fits (K, D) for float32, else nullptr.
-template <typename scalar_t>
+template <typename scalar_t, Loss L>
 AccumulateFn<scalar_t> pick_special(int64_t K, int64_t D) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (K == 1 && D == 8) return &accumulate_k1_f32<1>;
-    if (K == 1 && D == 16) return &accumulate_k1_f32<2>;
-    if (K == 1 && D == 32) return &accumulate_k1_f32<4>;
+    if (K == 1 && D == 8) return &accumulate_k1_f32<L, 1>;
+    if (K == 1 && D == 16) return &accumulate_k1_f32<L, 2>;
+    if (K == 1 && D == 32) return &accumulate_k1_f32<L, 4>;
   }
   return nullptr;
 }

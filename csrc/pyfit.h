@@ -40,28 +40,4 @@ inline void check_shape(const at::Tensor& t, const char* name, at::IntArrayRef e
               t.sizes());
 }
 
-// SGD on one element (or one vector of elements: V is scalar_t or
-// at::vec::Vectorized<scalar_t>), in the order torch.optim.SGD applies its terms so
-// that float32 rounds as torch's does. Returns the new param; updates buf.
-struct SgdCoefficients {
-  double lr, momentum, dampening, weight_decay;
-  bool nesterov, maximize;
-};
-
-template <typename V, typename scalar_t>
-inline V sgd_step(V param, V grad, V& buf, bool first, const SgdCoefficients& c) {
-  V d_p = c.maximize ? V(scalar_t(0)) - grad : grad;
-  if (c.weight_decay != 0) d_p = d_p + V(static_cast<scalar_t>(c.weight_decay)) * param;
-  if (c.momentum != 0) {
-    const V momentum(static_cast<scalar_t>(c.momentum));
-    if (first) {
-      buf = d_p;
-    } else {
-      buf = buf * momentum + V(static_cast<scalar_t>(1 - c.dampening)) * d_p;
-    }
-    d_p = c.nesterov ? d_p + momentum * buf : buf;
-  }
-  return param + V(static_cast<scalar_t>(-c.lr)) * d_p;
-}
-
 }  // namespace pyfit

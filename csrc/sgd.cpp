@@ -22,7 +22,10 @@ struct Segment {
 // vectorizes. at::vec in an extension is compiled for the baseline ISA only, which
 // made this loop compute bound; so the loop is built twice, once for AVX2+FMA
 // (picked at run time when the CPU has it) and once for the baseline. The flags
-// are template parameters so that each variant is a branch-free loop.
+// are template parameters so that each variant is a branch-free loop. It is
+// torch.optim.SGD's rule as written once in update_rules.h (rules::sgd), kept in
+// this form here: that per-element rule reads its flags at run time, which keeps
+// this loop from vectorizing.
 template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov>
 __attribute__((always_inline)) inline void sgd_loop(T* __restrict p, T* __restrict g,
                                                     T* __restrict b, int64_t n, T sign, T neg_lr,
@@ -66,24 +69,24 @@ inline bool cpu_has_avx2() {
 }
 
 template <typename T, bool Decay, bool Momentum, bool First, bool Nesterov>
-void sgd_loop_for_cpu(const Segment& s, int64_t lo, int64_t hi, const SgdCoefficients& c,
-                      bool zero_grads) {
+void sgd_loop_for_cpu(const Segment& s, int64_t lo, int64_t hi, const OptimizerSettings& c,
+                      double lr, bool zero_grads) {
   T* p = static_cast<T*>(s.param) + lo;
   T* g = static_cast<T*>(s.grad) + lo;
   T* b = s.buf ? static_cast<T*>(s.buf) + lo : nullptr;
   const T sign = c.maximize ? T(-1) : T(1);
   auto loop = cpu_has_avx2() ? &sgd_loop_avx2<T, Decay, Momentum, First, Nesterov>
                              : &sgd_loop_base<T, Decay, Momentum, First, Nesterov>;
-  loop(p, g, b, hi - lo, sign, static_cast<T>(-c.lr), static_cast<T>(c.weight_decay),
+  loop(p, g, b, hi - lo, sign, static_cast<T>(-lr), static_cast<T>(c.weight_decay),
        static_cast<T>(c.momentum), static_cast<T>(1 - c.dampening), zero_grads);
 }
 
 template <typename T>
-void sgd_range(const Segment& s, int64_t lo, int64_t hi, const SgdCoefficients& c,
+void sgd_range(const Segment& s, int64_t lo, int64_t hi, const OptimizerSettings& c, double lr,
                bool zero_grads) {
   const bool decay = c.weight_decay != 0, momentum = c.momentum != 0;
   // (decay, momentum, first, nesterov) -> one of the compiled variants
-  using Fn = void (*)(const Segment&, int64_t, int64_t, const SgdCoefficients&, bool);
+  using Fn = void (*)(const Segment&, int64_t, int64_t, const OptimizerSettings&, double, bool);
   static const Fn variants[16] = {
 #define PYFIT_V(i) &sgd_loop_for_cpu<T, bool((i) & 8), bool((i) & 4), bool((i) & 2), bool((i) & 1)>
       PYFIT_V(0),  PYFIT_V(1),  PYFIT_V(2),  PYFIT_V(3),  PYFIT_V(4),  PYFIT_V(5),
@@ -93,7 +96,7 @@ void sgd_range(const Segment& s, int64_t lo, int64_t hi, const SgdCoefficients& 
   };
   const int index = (decay ? 8 : 0) | (momentum ? 4 : 0) | (momentum && s.first ? 2 : 0) |
                     (momentum && c.nesterov ? 1 : 0);
-  variants[index](s, lo, hi, c, zero_grads);
+  variants[index](s, lo, hi, c, lr, zero_grads);
 }
 
 void sgd_update_cpu(at::TensorList params, at::TensorList grads,
@@ -104,7 +107,8 @@ void sgd_update_cpu(at::TensorList params, at::TensorList grads,
   // back afterwards, so callers still see their own tensors change in place.
   const SgdArgs work = prepare_sgd(params, grads, momentum_buffers, first_step, momentum,
                                    zero_grads, c10::DeviceType::CPU);
-  const SgdCoefficients coeffs{lr, momentum, dampening, weight_decay, nesterov, maximize};
+  const OptimizerSettings coeffs =
+      make_sgd_settings(momentum, dampening, nesterov, weight_decay, maximize);
   const size_t count = params.size();
   const bool use_buf = momentum != 0;
   std::vector<Segment> segments;
@@ -126,9 +130,9 @@ void sgd_update_cpu(at::TensorList params, at::TensorList grads,
       const Segment& seg = segments[s];
       const int64_t lo = pos - offsets[s], hi = stop - offsets[s];
       if (seg.dtype == at::kFloat) {
-        sgd_range<float>(seg, lo, hi, coeffs, zero_grads);
+        sgd_range<float>(seg, lo, hi, coeffs, lr, zero_grads);
       } else {
-        sgd_range<double>(seg, lo, hi, coeffs, zero_grads);
+        sgd_range<double>(seg, lo, hi, coeffs, lr, zero_grads);
       }
       pos = stop;
     }

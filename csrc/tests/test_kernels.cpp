@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <vector>
 
 namespace {
 
@@ -54,7 +55,12 @@ void test_sgd() {
   }
 }
 
-void test_linear_step() {
+using LinearFit = at::Tensor(const at::Tensor&, const at::Tensor&, at::TensorList,
+                             at::TensorList, const at::Tensor&, const std::optional<at::Tensor>&,
+                             int64_t, int64_t, int64_t, double, int64_t, c10::ArrayRef<double>,
+                             int64_t);
+
+void test_linear_fit() {
   // y = 3 x + 1 exactly: at weight 3, bias 1 the loss and the gradients vanish;
   // at zero the mean loss is mean((3x+1)^2), checked against a loop.
   const int64_t n = 1003;
@@ -63,20 +69,30 @@ void test_linear_step() {
   at::Tensor w = at::zeros({1, 1}, at::kDouble), b = at::zeros({1}, at::kDouble);
   double expected = 0;
   for (int64_t i = 0; i < n; ++i) expected += std::pow(y[i][0].item<double>(), 2);
-  auto step = op("pyfit::linear_step_").typed<at::Tensor(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, double, double,
-      double, bool, double, bool, bool, int64_t)>();
-  at::Tensor loss = step.call(X, y, w, b, std::nullopt, std::nullopt, 0.0, 0.0, 0.0, false, 0.0,
-                              false, true, 0);
+  auto fit = op("pyfit::linear_fit_").typed<LinearFit>();
+  const std::vector<double> sgd(13, 0.0);
+  at::Tensor lr0 = at::zeros({1}, at::kDouble), lr = at::full({1}, 0.5, at::kDouble);
+  at::Tensor loss = fit.call(X, y, {w, b}, {}, lr0, std::nullopt, 0, 0, 0, 1.0, 0, sgd, 0);
   expect_near("linear loss at zero", loss.item<double>(), expected / n, 1e-12);
   w.fill_(3.0);
   b.fill_(1.0);
-  loss = step.call(X, y, w, b, std::nullopt, std::nullopt, 0.5, 0.0, 0.0, false, 0.0, false,
-                   true, 0);
+  loss = fit.call(X, y, {w, b}, {}, lr, std::nullopt, 0, 0, 0, 1.0, 0, sgd, 0);
   expect_near("linear loss at optimum", loss.item<double>(), 0.0, 1e-12);
   expect_near("weight stays at optimum", w.item<double>(), 3.0, 1e-12);
   expect_near("bias stays at optimum", b.item<double>(), 1.0, 1e-12);
+
+  // Adam's first step moves each param by lr against the sign of its grad (m/sqrt(v)
+  // = sign(g) up to eps): from weight 0, bias 0 toward 3 and 1.
+  std::vector<double> adam(13, 0.0);
+  adam[5] = 0.9, adam[6] = 0.999, adam[7] = 1e-8;
+  w.zero_();
+  b.zero_();
+  std::vector<at::Tensor> state;
+  for (int i = 0; i < 4; ++i) state.push_back(at::zeros(i < 2 ? w.sizes() : b.sizes(), at::kDouble));
+  fit.call(X, y, {w, b}, state, at::full({1}, 0.01, at::kDouble), std::nullopt, 0, 0, 0, 1.0, 1,
+           adam, 0);
+  expect_near("adam's first weight step", w.item<double>(), 0.01, 1e-6);
+  expect_near("adam's first bias step", b.item<double>(), 0.01, 1e-6);
 }
 
 }  // namespace
@@ -84,7 +100,7 @@ void test_linear_step() {
 int main() {
   test_mse();
   test_sgd();
-  test_linear_step();
+  test_linear_fit();
   if (failures) std::fprintf(stderr, "%d check(s) failed\n", failures);
   else std::printf("all kernel checks passed\n");
   return failures ? 1 : 0;
