@@ -216,6 +216,10 @@ class FusedLinear(Runner):
         self.scheduler_failure: Optional[str] = None
         if self.scheduler is None and not self.shuffled:  # nothing to plan per epoch
             return settings, torch.full((count,), float(group["lr"]), dtype=torch.float64), None
+        if self.scheduler is not None:
+            # the fused call performs this optimizer's steps; tell torch's scheduler so it
+            # does not warn that it is stepped before the optimizer
+            self.optimizer._opt_called = True
         lrs: List[float] = []
         orders: List[torch.Tensor] = []
         while len(lrs) < count:

@@ -7,6 +7,8 @@ whole ``state_dict`` and the loss history must agree; a checkpoint taken on one
 path resumes on the other as an unbroken fit would have gone on.
 """
 
+import warnings
+
 import pytest
 import torch
 
@@ -104,7 +106,9 @@ def test_the_fused_loop_fits_as_autograd_with_torchs_pieces(backend, loss, optim
         settings = {**settings, "lr": sgd_lr}
     common = dict(epochs=15, seed=4, standardize=False, scheduler="exponential", scheduler_kwargs={"gamma": 0.95},
                   **BATCHES[batches], **settings)
-    ours = pyfit.fit(model, X, y, loss=loss_name, loss_kwargs=loss_kwargs, optimizer=name, **common)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the scheduler is told the fused call stepped the optimizer
+        ours = pyfit.fit(model, X, y, loss=loss_name, loss_kwargs=loss_kwargs, optimizer=name, **common)
     theirs = pyfit.fit(twin, X, y, loss=torch_loss, optimizer=torch_class, **common)
     assert ours.backend.endswith(":fused-linear") and theirs.backend == "torch:autograd"
     _assert_same_fit(ours, theirs)
