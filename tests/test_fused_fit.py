@@ -164,3 +164,25 @@ def test_a_checkpoint_resumes_on_the_other_path_as_an_unbroken_fit(backend, tmp_
     fit(first, epochs=5, checkpoint=path)
     resumed = fit(then, epochs=12, resume_from=path)
     _assert_same_fit(resumed, whole)
+
+
+class UndeclaredPolynomial(pyfit.Polynomial):
+    """Computes what Polynomial does without vouching for it: fit runs autograd."""
+
+    def forward(self, X):
+        return super().forward(X)
+
+
+def test_a_polynomial_is_fused_through_its_design_matrix(backend):
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(25, generator=g, dtype=torch.float64) * 2 - 1
+    y = 1 - 2 * x + 3 * x ** 2 + 0.1 * torch.randn(25, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = pyfit.Polynomial(degree=3, dtype=torch.float64)
+    twin = UndeclaredPolynomial(degree=3, dtype=torch.float64)
+    twin.load_state_dict(model.state_dict())
+    common = dict(epochs=12, seed=0, batch_size=6, shuffle=True, lr=0.1, lr_decay=0.01, standardize=False)
+    ours = pyfit.fit(model, x, y, loss="huber", loss_kwargs={"delta": 0.5}, optimizer="adagrad", **common)
+    theirs = pyfit.fit(twin, x, y, loss=torch.nn.HuberLoss(delta=0.5), optimizer=torch.optim.Adagrad, **common)
+    assert ours.backend.endswith(":fused-linear") and theirs.backend == "torch:autograd"
+    _assert_same_fit(ours, theirs)
