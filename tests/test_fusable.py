@@ -146,3 +146,15 @@ def test_a_loss_is_fused_only_as_its_call_is_declared():
 def test_each_built_in_loss_declares_the_loss_the_loop_computes(name, settings, plan):
     model, _, optimizer, X = _fit_parts(torch.optim.AdamW)
     assert fusion_plan(model, pyfit.build_loss(name, **settings), optimizer, X) == FusionPlan(*plan, "adam")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("loss, optimizer, fused", [
+    ("mse", "sgd", True), ("sse", "sgd", True), ("mae", "sgd", False), ("huber", "sgd", False),
+    ("mse", "adam", False), ("mse", "rmsprop", False),
+])
+def test_on_cuda_only_the_squared_error_under_sgd_is_fused(loss, optimizer, fused):
+    X = torch.randn(32, 3, device="cuda")
+    model = pyfit.Linear(3, device="cuda")
+    result = pyfit.fit(model, X, X.sum(1), loss=loss, optimizer=optimizer, lr=0.01, epochs=3)
+    assert result.backend.endswith(":fused-linear" if fused else ":autograd")
