@@ -29,19 +29,30 @@ REPEATS = 15
 
 
 def linear_step_bandwidth(n: int = 16_777_216, d: int = 16) -> Dict[str, float]:
-    """Seconds of one fused step, and of a device copy of the same number of bytes."""
+    """Seconds of one fused step (SGD, and Adam), and of a device copy of the same bytes."""
+    import pyfit._C  # noqa: F401  (registers torch.ops.pyfit.linear_fit_)
+
     X, y = torch.randn(n, d, device="cuda"), torch.randn(n, 1, device="cuda")
-    w, b = torch.zeros(1, d, device="cuda"), torch.zeros(1, device="cuda")
+    params = [torch.zeros(1, d, device="cuda"), torch.zeros(1, device="cuda")]
+    adam_state = [torch.zeros_like(p) for p in params for _ in range(2)]
+    lr = torch.full((1,), 1e-3, dtype=torch.float64)
+    sgd, adam = [0.0] * 13, [0.0] * 13
+    adam[5:8] = [0.9, 0.999, 1e-8]  # beta1, beta2, eps in the op's settings layout
+    # one full-batch epoch, squared error (mean): (..., order, batch_size, loss, reduction, delta,
+    # optimizer, settings, step)
+    step = lambda state, code, settings: torch.ops.pyfit.linear_fit_(
+        X, y, params, state, lr, None, 0, 0, 0, 1.0, code, settings, 0)
     read_bytes = (X.numel() + y.numel()) * X.element_size()
     src = torch.empty(read_bytes // 4, device="cuda")
     dst = torch.empty_like(src)
     times = bench.interleaved({"copy": lambda: dst.copy_(src),
-                               "linear step": lambda: pyfit.ops.linear_step_(X, y, w, b, lr=1e-3)},
+                               "linear step": lambda: step([], 0, sgd),
+                               "linear Adam step": lambda: step(adam_state, 1, adam)},
                               REPEATS, torch.cuda.synchronize)
     # a copy reads and writes its bytes; the step reads X and y once
     return {"copy GB/s": 2 * read_bytes / times["copy"] / 1e9,
             "linear step GB/s": read_bytes / times["linear step"] / 1e9,
-            "linear step": times["linear step"]}
+            "linear step": times["linear step"], "linear Adam step": times["linear Adam step"]}
 
 
 def main(argv=None) -> int:
@@ -73,9 +84,11 @@ def main(argv=None) -> int:
         "F.mse_loss + backward (target >= 3x)"])
     bw = linear_step_bandwidth()
     share = bw["linear step GB/s"] / bw["copy GB/s"]
-    report("One fused linear step, N=16,777,216 x D=16 float32", {"linear step": bw["linear step"]}, [
+    report("One fused linear step, N=16,777,216 x D=16 float32",
+           {"linear step": bw["linear step"], "linear Adam step": bw["linear Adam step"]}, [
         f"the step reads X and y at {bw['linear step GB/s']:.1f} GB/s, {share:.0%} of the measured "
-        f"device copy bandwidth of {bw['copy GB/s']:.1f} GB/s (target 80%)"])
+        f"device copy bandwidth of {bw['copy GB/s']:.1f} GB/s (target 80%)",
+        f"an Adam step takes {bw['linear Adam step'] / bw['linear step']:.2f}x the time of an SGD step"])
     t = bench.big_linear(max(3, REPEATS // 3), "cuda")
     report("Linear fit, N=4,194,304 x D=16 float32, 10 full-batch epochs", t, [
         f"pyfit.fit is {t['torch nn.Linear+mse+SGD(fused)'] / t['pyfit.fit']:.2f}x faster than torch's loop "

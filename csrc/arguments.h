@@ -60,6 +60,22 @@ LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorLi
                           c10::ArrayRef<double> settings, int64_t step, c10::DeviceType device);
 void write_back_linear(const LinearArgs& work, at::TensorList params, at::TensorList state);
 
+// The linear_fit_ op for one device, its schema written once for the CPU and CUDA:
+// checks every argument, runs the fit on the working tensors (kRun returns the
+// epochs' losses) and writes them back into the caller's tensors.
+template <c10::DeviceType kDevice, at::Tensor (*kRun)(const LinearArgs&)>
+at::Tensor linear_fit_kernel(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
+                             at::TensorList state, const at::Tensor& lrs,
+                             const std::optional<at::Tensor>& order, int64_t batch_size,
+                             int64_t loss, int64_t reduction, double delta, int64_t optimizer,
+                             c10::ArrayRef<double> settings, int64_t step) {
+  const LinearArgs work = prepare_linear(X, y, params, state, lrs, order, batch_size, loss,
+                                         reduction, delta, optimizer, settings, step, kDevice);
+  at::Tensor losses = kRun(work);
+  write_back_linear(work, params, state);
+  return losses;
+}
+
 // One learning rate per epoch: a 1-D float64 CPU tensor, made contiguous.
 at::Tensor prepare_lrs(const at::Tensor& lrs);
 // Each epoch's row order, (epochs, n) int64 on the CPU or X's device, values in

@@ -95,17 +95,11 @@ struct Stepper {
   }
 };
 
-at::Tensor linear_fit_cpu(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
-                          at::TensorList state, const at::Tensor& lrs,
-                          const std::optional<at::Tensor>& order, int64_t batch_size,
-                          int64_t loss, int64_t reduction, double delta, int64_t optimizer,
-                          c10::ArrayRef<double> settings, int64_t step) {
-  const LinearArgs a = prepare_linear(X, y, params, state, lrs, order, batch_size, loss,
-                                      reduction, delta, optimizer, settings, step,
-                                      c10::DeviceType::CPU);
+// The epochs of a checked fit (linear_fit_kernel in arguments.h calls it).
+at::Tensor run_linear_fit_cpu(const LinearArgs& a) {
   const int64_t epochs = a.epochs, n = a.N, batch = a.batch;
-  at::Tensor losses = at::full({epochs}, std::numeric_limits<double>::quiet_NaN(), X.options());
-  AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "linear_fit_cpu", [&] {
+  at::Tensor losses = at::full({epochs}, std::numeric_limits<double>::quiet_NaN(), a.X.options());
+  AT_DISPATCH_FLOATING_TYPES(a.X.scalar_type(), "linear_fit_cpu", [&] {
     Stepper<scalar_t> stepper(a);
     const scalar_t* Xp = a.X.const_data_ptr<scalar_t>();
     const scalar_t* yp = a.y.const_data_ptr<scalar_t>();
@@ -133,12 +127,13 @@ at::Tensor linear_fit_cpu(const at::Tensor& X, const at::Tensor& y, at::TensorLi
       out[e] = static_cast<scalar_t>(total);
     }
   });
-  write_back_linear(a, params, state);
   return losses;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pyfit, CPU, m) { m.impl("linear_fit_", &linear_fit_cpu); }
+TORCH_LIBRARY_IMPL(pyfit, CPU, m) {
+  m.impl("linear_fit_", &linear_fit_kernel<c10::DeviceType::CPU, &run_linear_fit_cpu>);
+}
 
 }  // namespace pyfit

@@ -12,6 +12,7 @@
 
 #include "../arguments.h"
 #include "../pyfit.h"
+#include "../update_rules.h"
 #include "kernels.h"
 
 namespace pyfit {
@@ -54,10 +55,11 @@ void sgd_update_cuda(at::TensorList params, at::TensorList grads, at::TensorList
                                    c10::DeviceType::CUDA);
   const size_t count = params.size();
   if (count == 0) return;
+  const OptimizerSettings settings =
+      make_sgd_settings(momentum, dampening, nesterov, weight_decay, maximize);
   const bool use_buf = momentum != 0;
   const c10::cuda::CUDAGuard guard(params[0].device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const k::SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, zero_grads};
   // one launch per dtype present (float32, float64), each over all of its tensors
   std::vector<k::SgdChunk> chunks[2];
   for (size_t i = 0; i < count; ++i) {
@@ -86,13 +88,12 @@ void sgd_update_cuda(at::TensorList params, at::TensorList grads, at::TensorList
     at::Tensor device_table = table.to(params[0].device(), /*non_blocking=*/true);
     check_cuda(k::sgd_update(static_cast<k::DType>(g),
                              static_cast<const k::SgdChunk*>(device_table.data_ptr()),
-                             static_cast<int64_t>(chunks[g].size()), hyper, stream),
+                             static_cast<int64_t>(chunks[g].size()), settings, lr,
+                             zero_grads ? 1 : 0, stream),
                "pyfit sgd_update_ kernel launch");
   }
   write_back_sgd(work, params, grads, buffers, zero_grads);
 }
-
-void* data_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 // The CUDA linear kernels keep a tile of residuals, (rows, K), in shared memory;
 // more outputs than that does not fit are refused before anything runs.
@@ -102,96 +103,52 @@ void check_linear_size(const LinearArgs& a) {
               "; fit this model on the CPU or with pyfit's autograd path");
 }
 
-// The device buffers of one call's steps, reused by each; step() runs `len` rows
-// (from `start`, or rows[start...] when `rows` is given) through one SGD step.
-struct LinearRun {
-  const LinearArgs& a;
-  at::Tensor partials, scratch, state, step_loss;
-  cudaStream_t stream;
-
-  LinearRun(const LinearArgs& args, int64_t max_rows)
-      : a(args),
-        partials(at::empty({k::linear_partials_size(max_rows, a.K, a.D)},
-                           a.X.options().dtype(at::kDouble))),
-        scratch(at::empty({2 * (a.K * a.D + a.K)}, a.X.options())),
-        // LinearFitState {double epoch_total, int stopped}, zeroed
-        state(at::zeros({2}, a.X.options().dtype(at::kDouble))),
-        step_loss(at::full({}, std::numeric_limits<double>::quiet_NaN(), a.X.options())),
-        stream(c10::cuda::getCurrentCUDAStream()) {}
-
-  void step(const k::SgdHyper& hyper, bool first, int64_t reduction, const int64_t* rows,
-            int64_t start, int64_t len, double share, bool end_of_epoch, void* epoch_loss) {
-    const int64_t item = a.X.element_size();
-    const char* X = static_cast<const char*>(a.X.const_data_ptr());
-    const char* y = static_cast<const char*>(a.y.const_data_ptr());
-    check_cuda(k::linear_step(dtype_of(a.X), rows ? X : X + start * a.D * item,
-                              rows ? y : y + start * a.K * item, rows ? rows + start : nullptr,
-                              len, a.K, a.D, a.weight.data_ptr(), data_or_null(a.bias),
-                              data_or_null(a.weight_buf), data_or_null(a.bias_buf), hyper, first,
-                              static_cast<int>(reduction), share, end_of_epoch,
-                              partials.mutable_data_ptr<double>(), scratch.mutable_data_ptr(),
-                              reinterpret_cast<k::LinearFitState*>(state.mutable_data_ptr()),
-                              step_loss.mutable_data_ptr(), epoch_loss, stream),
-               "pyfit linear step kernel launch");
+// The epochs of a checked fit (linear_fit_kernel in ../arguments.h calls it).
+at::Tensor run_linear_fit_cuda(const LinearArgs& a) {
+  check_linear_size(a);
+  const at::Tensor& X = a.X;
+  const c10::cuda::CUDAGuard guard(X.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t n = a.N, batch = a.batch;
+  const int per_param = a.settings.state_per_param();
+  at::Tensor losses =
+      at::full({a.epochs}, std::numeric_limits<double>::quiet_NaN(), X.options());
+  if (a.epochs == 0) return losses;
+  k::LinearTargets targets{};
+  targets.count = static_cast<int>(a.params.size());
+  for (int i = 0; i < targets.count; ++i) {
+    targets.param[i] = a.params[i].data_ptr();
+    for (int s = 0; s < per_param; ++s) targets.state[i][s] = a.state[i * per_param + s].data_ptr();
   }
-};
-
-at::Tensor linear_step_cuda(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias,
-                            const std::optional<at::Tensor>& weight_buf,
-                            const std::optional<at::Tensor>& bias_buf, double lr,
-                            double momentum, double dampening, bool nesterov,
-                            double weight_decay, bool maximize, bool first_step,
-                            int64_t reduction) {
-  const LinearArgs a = prepare_linear(X, y, weight, bias, weight_buf, bias_buf, momentum,
-                                      reduction, c10::DeviceType::CUDA);
-  check_linear_size(a);
-  const c10::cuda::CUDAGuard guard(X.device());
-  LinearRun run(a, a.N);
-  const k::SgdHyper hyper{lr, momentum, dampening, weight_decay, nesterov, maximize, 0};
-  // zero rows run too: the loss is NaN (mean, no update) or 0 (sum, decay still applies),
-  // as on the CPU
-  at::Tensor epoch_loss = at::empty({}, X.options());
-  run.step(hyper, first_step, reduction, nullptr, 0, a.N, 1.0, true, epoch_loss.mutable_data_ptr());
-  write_back_linear(a, weight, bias, weight_buf, bias_buf);
-  return run.step_loss;
-}
-
-at::Tensor linear_fit_cuda(const at::Tensor& X, const at::Tensor& y, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& weight_buf,
-                           const std::optional<at::Tensor>& bias_buf, const at::Tensor& lrs_in,
-                           const std::optional<at::Tensor>& order_in, int64_t batch_size,
-                           double momentum, double dampening, bool nesterov, double weight_decay,
-                           bool maximize, bool first_step, int64_t reduction) {
-  const LinearArgs a = prepare_linear(X, y, weight, bias, weight_buf, bias_buf, momentum,
-                                      reduction, c10::DeviceType::CUDA);
-  check_linear_size(a);
-  const at::Tensor lrs = prepare_lrs(lrs_in);
-  const int64_t epochs = lrs.numel(), n = a.N;
-  TORCH_CHECK(n > 0 || epochs == 0, "linear_fit_ needs at least one row, got X of shape ",
-              X.sizes());
-  const c10::cuda::CUDAGuard guard(X.device());
-  const at::Tensor order = prepare_order(order_in, epochs, n, X.device());
-  const int64_t batch = std::max<int64_t>(1, batch_size <= 0 ? n : std::min(batch_size, n));
-  at::Tensor losses = at::full({epochs}, std::numeric_limits<double>::quiet_NaN(), X.options());
-  LinearRun run(a, batch);
-  const double* lr = lrs.const_data_ptr<double>();
-  const int64_t* rows = order.defined() ? order.const_data_ptr<int64_t>() : nullptr;
+  at::Tensor partials = at::empty({k::linear_partials_size(batch, a.K, a.D)},
+                                  X.options().dtype(at::kDouble));
+  at::Tensor scratch = at::empty({k::linear_scratch_size(a.K, a.D, per_param)}, X.options());
+  // LinearFitState {double epoch_total, int stopped, int bad}, zeroed
+  at::Tensor fit = at::zeros({2}, X.options().dtype(at::kDouble));
+  const double* lr = a.lrs.const_data_ptr<double>();
+  const int64_t* rows = a.order.defined() ? a.order.const_data_ptr<int64_t>() : nullptr;
+  const int64_t item = X.element_size();
+  const char* Xp = static_cast<const char*>(a.X.const_data_ptr());
+  const char* yp = static_cast<const char*>(a.y.const_data_ptr());
   char* epoch_losses = static_cast<char*>(losses.mutable_data_ptr());
-  bool first = first_step;
+  int64_t t = a.step;  // steps taken so far
   // the fit state lives on the device: the epoch loop queues kernels without syncing
-  for (int64_t e = 0; e < epochs; ++e) {
-    const k::SgdHyper hyper{lr[e], momentum, dampening, weight_decay, nesterov, maximize, 0};
+  for (int64_t e = 0; e < a.epochs; ++e) {
     for (int64_t start = 0; start < n; start += batch) {
       const int64_t len = std::min(batch, n - start);
-      const double share = reduction == kMean ? static_cast<double>(len) / n : 1.0;
-      run.step(hyper, first, reduction, rows ? rows + e * n : nullptr, start, len, share,
-               start + len >= n, epoch_losses + e * X.element_size());
-      first = false;
+      const double share = a.mean ? static_cast<double>(len) / n : 1.0;
+      // without an order a batch is a slice of X; with one, indices into X
+      check_cuda(k::linear_step(dtype_of(a.X), rows ? Xp : Xp + start * a.D * item,
+                                rows ? yp : yp + start * a.K * item,
+                                rows ? rows + e * n + start : nullptr, len, a.K, a.D, targets,
+                                a.loss, a.delta, a.mean ? 1 : 0, a.settings,
+                                step_scalars(a.settings, lr[e], ++t), share, start + len >= n,
+                                partials.mutable_data_ptr<double>(), scratch.mutable_data_ptr(),
+                                reinterpret_cast<k::LinearFitState*>(fit.mutable_data_ptr()),
+                                epoch_losses + e * item, stream),
+                 "pyfit linear_fit_ kernel launch");
     }
   }
-  write_back_linear(a, weight, bias, weight_buf, bias_buf);
   return losses;
 }
 
@@ -200,8 +157,7 @@ at::Tensor linear_fit_cuda(const at::Tensor& X, const at::Tensor& y, const at::T
 TORCH_LIBRARY_IMPL(pyfit, CUDA, m) {
   m.impl("mse_loss_fwd", &mse_loss_fwd_cuda);
   m.impl("sgd_update_", &sgd_update_cuda);
-  m.impl("linear_step_", &linear_step_cuda);
-  m.impl("linear_fit_", &linear_fit_cuda);
+  m.impl("linear_fit_", &linear_fit_kernel<c10::DeviceType::CUDA, &run_linear_fit_cuda>);
 }
 
 }  // namespace pyfit

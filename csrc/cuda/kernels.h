@@ -7,6 +7,9 @@
 
 #include <cstdint>
 
+#include "../optimizer_settings.h"
+#include "../update_rules.h"  // StepScalars
+
 namespace pyfit {
 namespace cuda {
 
@@ -32,36 +35,45 @@ struct SgdChunk {
   int64_t numel;
   int first;  // buffer holds no history yet
 };
-struct SgdHyper {
-  double lr, momentum, dampening, weight_decay;
-  int nesterov, maximize, zero_grads;
-};
-// All chunks (a device array of count) share dtype.
-cudaError_t sgd_update(DType dtype, const SgdChunk* chunks, int64_t count, SgdHyper hyper,
+// All chunks (a device array of count) share dtype; settings from make_sgd_settings.
+cudaError_t sgd_update(DType dtype, const SgdChunk* chunks, int64_t count,
+                       const OptimizerSettings& settings, double lr, int zero_grads,
                        cudaStream_t stream);
 
-// Linear least squares, one step on a batch (rows: device int64 indices or nullptr).
-// partials: linear_partials_size(n, K, D) doubles, bounded by about 32 MB or two
-// copies of the parameters, whichever is larger; state: device LinearFitState.
+// One optimizer step of a linear model on a batch (rows: device int64 indices or
+// nullptr). partials: linear_partials_size(n, K, D) doubles, bounded by about 32 MB
+// or two copies of the parameters, whichever is larger; scratch:
+// linear_scratch_size(K, D, state_per_param) elements of dtype; fit: device
+// LinearFitState, zeroed before the first step.
 // K (outputs) must be at most kLinearMaxOutputs: a tile of residuals, at least one
 // row of K doubles, lives in a block's 48 KiB of shared memory.
 constexpr int64_t kLinearMaxOutputs = 6144;
 struct LinearFitState {
   double epoch_total;  // loss of the epoch so far
   int stopped;         // a non-finite loss or update was met
+  int bad;             // this step's update left a param non-finite
+};
+// The params (weight, then bias if count == 2) and each one's state tensors, in the
+// layout of OptimizerSettings::state_per_param; all contiguous, of one dtype.
+struct LinearTargets {
+  void* param[2];
+  void* state[2][3];
+  int count;
 };
 int64_t linear_partials_size(int64_t n, int64_t K, int64_t D);
-// Computes loss and grads, applies SGD with hyper (zero_grads ignored) unless the
-// loss or an updated param is not finite (then restores them and stops), adds the
-// loss times share into state->epoch_total, writes the step loss to *step_loss and,
-// when end_of_epoch, the epoch loss to *epoch_loss. Does nothing once state->stopped.
-// scratch: 2 * (K*D + K) elements of dtype for the saved params and buffers.
-// The update is not launched when the launch of the partial sums failed.
+int64_t linear_scratch_size(int64_t K, int64_t D, int state_per_param);
+// Computes the loss (kind `loss`, Huber's delta) and grads (mean: scaled by 1 / (n K)),
+// then the update of every param and state element with settings and scalars; the
+// update is kept only if the loss and every updated param are finite, else nothing
+// changes and the fit stops. Adds the loss times share into fit->epoch_total and,
+// when end_of_epoch, writes the epoch's loss to *epoch_loss (the loss, or NaN when
+// only the update was not finite, on the stopping step). Does nothing once stopped.
+// No kernel is launched after one whose launch failed.
 cudaError_t linear_step(DType dtype, const void* X, const void* y, const int64_t* rows,
-                        int64_t n, int64_t K, int64_t D, void* weight, void* bias,
-                        void* weight_buf, void* bias_buf, SgdHyper hyper, int first,
-                        int reduction, double share, int end_of_epoch, double* partials,
-                        void* scratch, LinearFitState* state, void* step_loss, void* epoch_loss,
+                        int64_t n, int64_t K, int64_t D, LinearTargets targets, Loss loss,
+                        double delta, int mean, const OptimizerSettings& settings,
+                        StepScalars scalars, double share, int end_of_epoch, double* partials,
+                        void* scratch, LinearFitState* fit, void* epoch_loss,
                         cudaStream_t stream);
 
 }  // namespace cuda

@@ -1,8 +1,14 @@
-// One SGD step of a linear least-squares model on CUDA, deterministic: a fixed grid
-// of blocks each sums its rows' loss and gradients into its own partials (residuals
-// of a tile of rows in shared memory, then one thread per output), and a single
-// block adds the partials in block order and applies the guarded update. The fit
-// state lives on the device, so an epoch loop needs no host synchronisation.
+// One optimizer step of a linear model on CUDA, deterministic and without host
+// synchronisation (the fit's state lives on the device):
+//   1. partials: a fixed grid of blocks each sums its rows' loss and unscaled
+//      gradient terms (loss_terms.h) into its own partials (residuals of a tile of
+//      rows in shared memory, then one thread per output);
+//   2. total: the partials added in block order, one thread per output;
+//   3. update: each param element's new value and state (update_rules.h) into
+//      scratch, flagging a non-finite param;
+//   4. commit: the new values copied over the params and state unless the loss or
+//      an updated param was not finite; the epoch's loss kept by one thread.
+#include "../loss_terms.h"
 #include "common.cuh"
 
 namespace pyfit {
@@ -14,6 +20,7 @@ constexpr int64_t kSharedDoubles = kLinearMaxOutputs;  // 48 KiB of residuals pe
 // Per-block partials together stay under this many doubles (32 MB) unless one
 // block's partials (one parameter set) alone is larger.
 constexpr int64_t kMaxPartialDoubles = int64_t(1) << 22;
+constexpr int64_t kMaxElementwiseBlocks = 1024;
 
 // Blocks for n rows and P = 1 + K + K*D partial sums: about one per 1024 rows, at
 // most kMaxBlocks, and few enough that their partials stay bounded.
@@ -24,12 +31,23 @@ int64_t blocks_for(int64_t n, int64_t P) {
   return b < 1 ? 1 : b;
 }
 
-template <typename T>
+// Blocks of kThreads for an elementwise kernel over m elements (grid-stride beyond).
+int64_t elementwise_blocks(int64_t m) {
+  const int64_t b = (m + kThreads - 1) / kThreads;
+  return b < 1 ? 1 : (b > kMaxElementwiseBlocks ? kMaxElementwiseBlocks : b);
+}
+
+__device__ __forceinline__ int64_t global_thread() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t global_stride() { return int64_t(gridDim.x) * blockDim.x; }
+
+template <typename T, Loss L>
 __global__ void linear_partials(const T* X, const T* y, const int64_t* rows, int64_t n,
-                                int64_t K, int64_t D, const T* weight, const T* bias,
-                                int64_t tile, const LinearFitState* state, double* partials) {
-  if (state->stopped) return;
-  extern __shared__ double residual[];  // (tile, K)
+                                int64_t K, int64_t D, const T* weight, const T* bias, T delta,
+                                int64_t tile, const LinearFitState* fit, double* partials) {
+  if (fit->stopped) return;
+  extern __shared__ double residual[];  // (tile, K): pred - target
   const int64_t P = 1 + K + K * D;
   const int64_t per_block = (n + gridDim.x - 1) / gridDim.x;
   const int64_t begin = int64_t(blockIdx.x) * per_block;
@@ -53,13 +71,13 @@ __global__ void linear_partials(const T* X, const T* y, const int64_t* rows, int
       double acc = 0;
       for (int64_t i = 0; i < rows_here; ++i) {
         if (j == 0) {
-          for (int64_t k = 0; k < K; ++k) acc += residual[i * K + k] * residual[i * K + k];
+          for (int64_t k = 0; k < K; ++k) acc += double(loss_value<L>(T(residual[i * K + k]), delta));
         } else if (j <= K) {
-          acc += residual[i * K + (j - 1)];
+          acc += double(loss_factor<L>(T(residual[i * K + (j - 1)]), delta));
         } else {
           const int64_t k = (j - 1 - K) / D, d = (j - 1 - K) % D;
           const int64_t row = rows ? rows[t0 + i] : t0 + i;
-          acc += residual[i * K + k] * double(X[row * D + d]);
+          acc += double(loss_factor<L>(T(residual[i * K + k]), delta)) * double(X[row * D + d]);
         }
       }
       out[j] += acc;
@@ -67,100 +85,131 @@ __global__ void linear_partials(const T* X, const T* y, const int64_t* rows, int
   }
 }
 
-template <typename T>
-__device__ void sgd_element(T* p, T* buf, T g, int first, const SgdHyper& h) {
-  T d_p = h.maximize ? -g : g;
-  if (h.weight_decay != 0) d_p = d_p + T(h.weight_decay) * *p;
-  if (h.momentum != 0) {
-    *buf = first ? d_p : *buf * T(h.momentum) + T(1 - h.dampening) * d_p;
-    d_p = h.nesterov ? d_p + T(h.momentum) * *buf : *buf;
-  }
-  *p = *p + T(-h.lr) * d_p;
-}
-
-template <typename T>
-__global__ void linear_update(int64_t blocks, int64_t n, int64_t K, int64_t D, T* weight,
-                              T* bias, T* weight_buf, T* bias_buf, SgdHyper h, int first,
-                              int reduction, double share, int end_of_epoch, double* partials,
-                              T* saved, LinearFitState* state, T* step_loss, T* epoch_loss) {
-  if (state->stopped) return;
-  const int64_t P = 1 + K + K * D, KD = K * D;
-  double* total = partials + blocks * P;
-  for (int64_t j = threadIdx.x; j < P; j += blockDim.x) {
+// total[j] = the blocks' partials of output j added in block order.
+__global__ void linear_total(int64_t blocks, int64_t P, const double* partials, double* total,
+                             const LinearFitState* fit) {
+  if (fit->stopped) return;
+  for (int64_t j = global_thread(); j < P; j += global_stride()) {
     double acc = 0;
-    for (int64_t b = 0; b < blocks; ++b) acc += partials[b * P + j];  // block order
+    for (int64_t b = 0; b < blocks; ++b) acc += partials[b * P + j];
     total[j] = acc;
   }
-  __syncthreads();
-  const double count = double(n) * double(K);
-  const double scale = reduction == 0 ? 2.0 / count : 2.0;
-  const T loss = T(reduction == 0 ? total[0] / count : total[0]);
-  if (!isfinite(double(loss))) {
-    if (threadIdx.x == 0) {
-      *step_loss = loss;
-      *epoch_loss = loss;
-      state->stopped = 1;
-    }
-    return;
+}
+
+// Element j of the params, weight (K*D) then bias (K): its param and offset.
+struct Element {
+  int target;
+  int64_t index, grad;  // index in its param; its grad's position in the partials
+};
+__device__ __forceinline__ Element element_at(int64_t j, int64_t K, int64_t KD) {
+  return j < KD ? Element{0, j, 1 + K + j} : Element{1, j - KD, 1 + (j - KD)};
+}
+
+// next: (1 + per_param, m) new values, the params' then each state slot's.
+template <typename T>
+__global__ void linear_update(int64_t m, int64_t K, int64_t KD, LinearTargets targets,
+                              int per_param, OptimizerSettings settings, StepScalars scalars,
+                              double scale, double divisor, const double* total, T* next,
+                              LinearFitState* fit) {
+  if (fit->stopped || !isfinite(double(T(total[0] / divisor)))) return;
+  for (int64_t j = global_thread(); j < m; j += global_stride()) {
+    const Element e = element_at(j, K, KD);
+    T state[3] = {T(0), T(0), T(0)};
+    for (int s = 0; s < per_param; ++s)
+      state[s] = static_cast<const T*>(targets.state[e.target][s])[e.index];
+    const T param = static_cast<const T*>(targets.param[e.target])[e.index];
+    const T grad = T(total[e.grad] * scale);
+    const T updated =
+        update_element<T>(settings, scalars, param, grad, &state[0], &state[1], &state[2]);
+    next[j] = updated;
+    for (int s = 0; s < per_param; ++s) next[(1 + s) * m + j] = state[s];
+    if (!isfinite(double(updated))) fit->bad = 1;
   }
-  int bad = 0;
-  for (int64_t j = threadIdx.x; j < KD + K; j += blockDim.x) {
-    const bool is_w = j < KD;
-    T* p = is_w ? weight + j : bias + (j - KD);
-    if (!is_w && bias == nullptr) continue;
-    T* buf = weight_buf ? (is_w ? weight_buf + j : bias_buf + (j - KD)) : nullptr;
-    saved[j] = *p;
-    if (buf) saved[KD + K + j] = *buf;
-    const T g = T(total[is_w ? 1 + K + j : 1 + (j - KD)] * scale);
-    T unused = 0;
-    sgd_element(p, buf ? buf : &unused, g, first, h);
-    bad |= !isfinite(double(*p));
-  }
-  bad = __syncthreads_or(bad);
-  if (bad) {
-    for (int64_t j = threadIdx.x; j < KD + K; j += blockDim.x) {
-      const bool is_w = j < KD;
-      if (!is_w && bias == nullptr) continue;
-      (is_w ? weight[j] : bias[j - KD]) = saved[j];
-      if (weight_buf) (is_w ? weight_buf[j] : bias_buf[j - KD]) = saved[KD + K + j];
+}
+
+// Keeps the update unless the loss or a param is not finite. Thread 0 of block 0
+// alone writes fit->stopped, only when no thread is to keep anything, so the other
+// threads' reads of it cannot disagree with their own decision.
+template <typename T>
+__global__ void linear_commit(int64_t m, int64_t K, int64_t KD, LinearTargets targets,
+                              int per_param, double divisor, const double* total, const T* next,
+                              LinearFitState* fit, double share, int end_of_epoch,
+                              T* epoch_loss) {
+  if (fit->stopped) return;
+  const T loss = T(total[0] / divisor);
+  const bool loss_finite = isfinite(double(loss));
+  const bool keep = loss_finite && !fit->bad;
+  if (keep) {
+    for (int64_t j = global_thread(); j < m; j += global_stride()) {
+      const Element e = element_at(j, K, KD);
+      static_cast<T*>(targets.param[e.target])[e.index] = next[j];
+      for (int s = 0; s < per_param; ++s)
+        static_cast<T*>(targets.state[e.target][s])[e.index] = next[(1 + s) * m + j];
     }
   }
-  if (threadIdx.x == 0) {
-    if (bad) {
-      *step_loss = T(NAN);
-      *epoch_loss = T(NAN);
-      state->stopped = 1;
-      return;
-    }
-    *step_loss = loss;
-    state->epoch_total += double(loss) * share;
-    if (end_of_epoch) {
-      *epoch_loss = T(state->epoch_total);
-      state->epoch_total = 0;
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (!keep) {
+      *epoch_loss = loss_finite ? T(NAN) : loss;
+      fit->stopped = 1;
+    } else {
+      fit->epoch_total += double(loss) * share;
+      if (end_of_epoch) {
+        *epoch_loss = T(fit->epoch_total);
+        fit->epoch_total = 0;
+      }
     }
   }
 }
 
-template <typename T>
+template <typename T, Loss L>
 cudaError_t launch(const T* X, const T* y, const int64_t* rows, int64_t n, int64_t K,
-                   int64_t D, T* weight, T* bias, T* weight_buf, T* bias_buf, SgdHyper h,
-                   int first, int reduction, double share, int end_of_epoch, double* partials,
-                   T* saved, LinearFitState* state, T* step_loss, T* epoch_loss,
-                   cudaStream_t stream) {
+                   int64_t D, LinearTargets targets, T delta, int mean,
+                   const OptimizerSettings& settings, StepScalars scalars, double share,
+                   int end_of_epoch, double* partials, T* next, LinearFitState* fit,
+                   T* epoch_loss, cudaStream_t stream) {
   if (K > kLinearMaxOutputs) return cudaErrorInvalidValue;  // the bindings refuse it first
-  const int64_t blocks = blocks_for(n, 1 + K + K * D);
+  const int64_t P = 1 + K + K * D, KD = K * D;
+  const int64_t blocks = blocks_for(n, P);
   int64_t tile = K > 0 ? kSharedDoubles / K : 64;
   tile = tile > 64 ? 64 : (tile < 1 ? 1 : tile);
-  linear_partials<T><<<blocks, kThreads, tile * (K > 0 ? K : 1) * sizeof(double), stream>>>(
-      X, y, rows, n, K, D, weight, bias, tile, state, partials);
-  // an update from partials that were never summed would corrupt the params
-  const cudaError_t partials_launch = cudaGetLastError();
-  if (partials_launch != cudaSuccess) return partials_launch;
-  linear_update<T><<<1, kThreads, 0, stream>>>(blocks, n, K, D, weight, bias, weight_buf,
-                                               bias_buf, h, first, reduction, share,
-                                               end_of_epoch, partials, saved, state, step_loss,
-                                               epoch_loss);
+  const T* weight = static_cast<const T*>(targets.param[0]);
+  const T* bias = targets.count > 1 ? static_cast<const T*>(targets.param[1]) : nullptr;
+  linear_partials<T, L><<<blocks, kThreads, tile * (K > 0 ? K : 1) * sizeof(double), stream>>>(
+      X, y, rows, n, K, D, weight, bias, delta, tile, fit, partials);
+  // a step from partials that were never summed would corrupt the params
+  cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) return status;
+  double* total = partials + blocks * P;
+  linear_total<<<elementwise_blocks(P), kThreads, 0, stream>>>(blocks, P, partials, total, fit);
+  if ((status = cudaGetLastError()) != cudaSuccess) return status;
+  const int64_t m = KD + (bias ? K : 0);
+  const int per_param = settings.state_per_param();
+  const double divisor = mean ? double(n) * double(K) : 1.0;
+  const double scale = loss_scale(L, mean != 0, n, K);
+  linear_update<T><<<elementwise_blocks(m), kThreads, 0, stream>>>(
+      m, K, KD, targets, per_param, settings, scalars, scale, divisor, total, next, fit);
+  if ((status = cudaGetLastError()) != cudaSuccess) return status;
+  linear_commit<T><<<elementwise_blocks(m), kThreads, 0, stream>>>(
+      m, K, KD, targets, per_param, divisor, total, next, fit, share, end_of_epoch, epoch_loss);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_for_loss(Loss loss, const T* X, const T* y, const int64_t* rows, int64_t n,
+                            int64_t K, int64_t D, LinearTargets targets, T delta, int mean,
+                            const OptimizerSettings& settings, StepScalars scalars,
+                            double share, int end_of_epoch, double* partials, T* next,
+                            LinearFitState* fit, T* epoch_loss, cudaStream_t stream) {
+#define PYFIT_LINEAR_LAUNCH(L)                                                               \
+  launch<T, L>(X, y, rows, n, K, D, targets, delta, mean, settings, scalars, share,          \
+               end_of_epoch, partials, next, fit, epoch_loss, stream)
+  switch (loss) {
+    case Loss::Squared: return PYFIT_LINEAR_LAUNCH(Loss::Squared);
+    case Loss::Absolute: return PYFIT_LINEAR_LAUNCH(Loss::Absolute);
+    case Loss::Huber: return PYFIT_LINEAR_LAUNCH(Loss::Huber);
+  }
+#undef PYFIT_LINEAR_LAUNCH
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace
@@ -170,21 +219,24 @@ int64_t linear_partials_size(int64_t n, int64_t K, int64_t D) {
   return (blocks_for(n, P) + 1) * P;
 }
 
+int64_t linear_scratch_size(int64_t K, int64_t D, int state_per_param) {
+  return (1 + state_per_param) * (K * D + K);
+}
+
 cudaError_t linear_step(DType dtype, const void* X, const void* y, const int64_t* rows,
-                        int64_t n, int64_t K, int64_t D, void* weight, void* bias,
-                        void* weight_buf, void* bias_buf, SgdHyper hyper, int first,
-                        int reduction, double share, int end_of_epoch, double* partials,
-                        void* scratch, LinearFitState* state, void* step_loss, void* epoch_loss,
+                        int64_t n, int64_t K, int64_t D, LinearTargets targets, Loss loss,
+                        double delta, int mean, const OptimizerSettings& settings,
+                        StepScalars scalars, double share, int end_of_epoch, double* partials,
+                        void* scratch, LinearFitState* fit, void* epoch_loss,
                         cudaStream_t stream) {
-#define PYFIT_LINEAR_LAUNCH(T)                                                                \
-  launch<T>(static_cast<const T*>(X), static_cast<const T*>(y), rows, n, K, D,               \
-            static_cast<T*>(weight), static_cast<T*>(bias), static_cast<T*>(weight_buf),      \
-            static_cast<T*>(bias_buf), hyper, first, reduction, share, end_of_epoch, partials, \
-            static_cast<T*>(scratch), state, static_cast<T*>(step_loss),                     \
-            static_cast<T*>(epoch_loss), stream)
-  if (dtype == DType::Float32) return PYFIT_LINEAR_LAUNCH(float);
-  if (dtype == DType::Float64) return PYFIT_LINEAR_LAUNCH(double);
-#undef PYFIT_LINEAR_LAUNCH
+#define PYFIT_LINEAR_DTYPE(T)                                                                 \
+  launch_for_loss<T>(loss, static_cast<const T*>(X), static_cast<const T*>(y), rows, n, K, D, \
+                     targets, T(delta), mean, settings, scalars, share, end_of_epoch,        \
+                     partials, static_cast<T*>(scratch), fit, static_cast<T*>(epoch_loss),   \
+                     stream)
+  if (dtype == DType::Float32) return PYFIT_LINEAR_DTYPE(float);
+  if (dtype == DType::Float64) return PYFIT_LINEAR_DTYPE(double);
+#undef PYFIT_LINEAR_DTYPE
   return cudaErrorInvalidValue;
 }
 

@@ -26,11 +26,12 @@ int main() {
            size, P);
   }
   // K above the limit: refused as an invalid value, before any launch (no GPU needed)
-  k::SgdHyper hyper{0.1, 0, 0, 0, 0, 0, 0};
+  pyfit::OptimizerSettings sgd{};
+  const k::LinearTargets targets{};
   const cudaError_t refused = k::linear_step(
-      k::DType::Float32, nullptr, nullptr, nullptr, 4, k::kLinearMaxOutputs + 1, 2, nullptr,
-      nullptr, nullptr, nullptr, hyper, 1, 0, 1.0, 1, nullptr, nullptr, nullptr, nullptr, nullptr,
-      nullptr);
+      k::DType::Float32, nullptr, nullptr, nullptr, 4, k::kLinearMaxOutputs + 1, 2, targets,
+      pyfit::Loss::Squared, 1.0, 1, sgd, pyfit::step_scalars(sgd, 0.1, 1), 1.0, 1, nullptr,
+      nullptr, nullptr, nullptr, nullptr);
   expect(refused == cudaErrorInvalidValue, "K above kLinearMaxOutputs is refused", refused,
          cudaErrorInvalidValue);
   if (failures == 0) std::printf("ok\n");
