@@ -47,6 +47,8 @@ OPTIMIZERS = {
     "rmsprop-plain": ("rmsprop", torch.optim.RMSprop, dict(lr=0.01, alpha=0.9, weight_decay=0.05)),
     "adagrad-decay": ("adagrad", torch.optim.Adagrad, dict(lr=0.1, weight_decay=0.05, initial_accumulator_value=0.5)),
     "adam-maximize": ("adam", torch.optim.Adam, dict(lr=0.01, maximize=True)),
+    # foreach changes torch's implementation, not the update: fused all the same
+    "rmsprop-foreach": ("rmsprop", torch.optim.RMSprop, dict(lr=0.01, momentum=0.3, foreach=True)),
 }
 CASES = [(loss, "sgd") for loss in LOSSES] + [("mse", name) for name in OPTIMIZERS if name != "sgd"]
 BATCHES = {"full-batch": {}, "shuffled-minibatches": dict(batch_size=7, shuffle=True)}
