@@ -144,14 +144,17 @@ def _settings_in_range(code: str, group: Mapping[str, Any]) -> bool:
 
 
 def _same_step(steps: List[Any]) -> bool:
-    """Every param's ``state["step"]`` a CPU scalar holding the same whole number, not shared."""
-    if not all(isinstance(s, torch.Tensor) and s.device.type == "cpu" and s.numel() == 1 for s in steps):
+    """Every param's ``state["step"]`` a CPU scalar holding the same whole number, not shared, below
+    the count where torch's ``step += 1`` stops counting (2**24 in float32): the loop counts on."""
+    if not all(isinstance(s, torch.Tensor) and s.device.type == "cpu" and s.numel() == 1
+               and s.dtype.is_floating_point for s in steps):
         return False
     if len({id(s) for s in steps}) != len(steps):  # one tensor counted twice per step
         return False
     values = {float(s) for s in steps}
     value = values.pop()
-    return not values and math.isfinite(value) and value >= 0 and value == int(value)
+    exact = 2 / torch.finfo(steps[0].dtype).eps  # 2**24 in float32, 2**53 in float64
+    return not values and 0 <= value < exact and value == int(value)
 
 
 def _usable_state(code: str, group: Mapping[str, Any], optimizer: torch.optim.Optimizer,
