@@ -6,6 +6,7 @@ noisy, so compare the ratios of one run and rerun before drawing conclusions.
 
     python benchmarks/bench.py            # every workload
     python benchmarks/bench.py --quick    # fewer repeats
+    python benchmarks/bench.py --fused-linear-only   # the fused loop under every loss and optimizer
 """
 
 from __future__ import annotations
@@ -165,11 +166,23 @@ DIABETES_WORKLOADS = {  # name: (model, pyfit loss, torch loss, optimizer, lr)
     "linear, mae, sgd": ("linear", "mae", F.l1_loss, "sgd", 1e-2),
     "linear, mse, sgd (fused)": ("linear", "mse", F.mse_loss, "sgd", 1e-2),
 }
-TORCH_OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+# the fused linear loop off its home path: every other built-in loss and optimizer
+FUSED_LINEAR_WORKLOADS = {
+    **{f"linear, {loss}, {optimizer}": ("linear", loss, torch_loss, optimizer, lr)
+       for loss, torch_loss in (("mse", F.mse_loss), ("mae", F.l1_loss))
+       for optimizer, lr in (("adam", 1e-2), ("adamw", 1e-2), ("rmsprop", 1e-3), ("adagrad", 1e-1))},
+    "linear, mae, sgd": ("linear", "mae", F.l1_loss, "sgd", 1e-2),
+    "linear, huber, sgd": ("linear", "huber", F.huber_loss, "sgd", 1e-2),  # delta 1 in both
+}
+TORCH_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+                    "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 
 
 def diabetes(repeats: int, workload: str, epochs: int = 500) -> Dict[str, float]:
-    """The loop a user writes by hand against pyfit.fit, with the same model, data, optimizer and lr."""
+    """The loop a user writes by hand against pyfit.fit, with the same model, data, optimizer and lr.
+
+    The times are keyed "hand-written torch loop" and "pyfit.fit"; "backend" is the path pyfit took.
+    """
     from sklearn.datasets import load_diabetes
 
     features, target = load_diabetes(return_X_y=True)
@@ -177,7 +190,7 @@ def diabetes(repeats: int, workload: str, epochs: int = 500) -> Dict[str, float]
     X = (X - X.mean(0)) / X.std(0)
     y = torch.tensor(target, dtype=torch.float32)
     y = (y - y.mean()) / y.std()
-    kind, loss_name, torch_loss, optimizer, lr = DIABETES_WORKLOADS[workload]
+    kind, loss_name, torch_loss, optimizer, lr = {**DIABETES_WORKLOADS, **FUSED_LINEAR_WORKLOADS}[workload]
 
     def model() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -204,9 +217,10 @@ def diabetes(repeats: int, workload: str, epochs: int = 500) -> Dict[str, float]
 
     def pyfit_fit():
         # an explicit lr and tol=None: the same epochs of the same work as the loop
-        pyfit.fit(pyfit_model(), X, y, loss=loss_name, optimizer=optimizer, lr=lr, epochs=epochs, tol=None)
+        return pyfit.fit(pyfit_model(), X, y, loss=loss_name, optimizer=optimizer, lr=lr, epochs=epochs, tol=None)
 
-    return interleaved({"hand-written torch loop": hand_loop, "pyfit.fit": pyfit_fit}, repeats)
+    times = interleaved({"hand-written torch loop": hand_loop, "pyfit.fit": pyfit_fit}, repeats)
+    return {**times, "backend": pyfit_fit().backend}
 
 
 def diabetes_report(repeats: int, report) -> None:
@@ -222,13 +236,61 @@ def diabetes_report(repeats: int, report) -> None:
         try:
             for workload in DIABETES_WORKLOADS:
                 t = diabetes(repeats, workload)
+                backend = t.pop("backend")
                 ratio = t["pyfit.fit"] / t["hand-written torch loop"]
                 target = " (target <= 1x)" if workload.startswith("MLP") else ""
                 report(f"diabetes 442 x 10, 500 full-batch epochs, {workload}, torch set to {threads} "
-                       f"thread(s) (cpu)", t, [f"pyfit.fit takes {ratio:.2f}x the time of the hand-written loop"
+                       f"thread(s), pyfit on {backend} (cpu)", t, [f"pyfit.fit takes {ratio:.2f}x the time of the hand-written loop"
                                                f"{target}"])
         finally:
             torch.set_num_threads(available)
+
+
+def big_fused_linear(repeats: int, n: int = 4_194_304, d: int = 16, epochs: int = 20) -> Dict[str, float]:
+    """pyfit.fit under each fused-linear workload's loss and optimizer against reading X once per epoch (cpu)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g)
+    y = X @ torch.randn(d, generator=g) + 0.5
+
+    def reads():
+        for _ in range(epochs):
+            X.sum()
+
+    def fit(loss: str, optimizer: str, lr: float) -> Callable[[], object]:
+        return lambda: pyfit.fit(pyfit.Linear(d), X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs,
+                                 tol=None)
+
+    functions = {f"{epochs} reads of X (X.sum())": reads}
+    for workload, (_, loss, _, optimizer, lr) in FUSED_LINEAR_WORKLOADS.items():
+        functions[f"pyfit.fit, {workload}"] = fit(loss, optimizer, lr)
+    return interleaved(functions, repeats)
+
+
+def fused_linear_report(repeats: int, report) -> None:
+    """The fused loop under every built-in loss and optimizer: against the hand-written loop on small data
+    (one thread: pyfit's own cost), against reading the data on large data."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        print("\nscikit-learn is not installed: no diabetes workloads")
+    else:
+        available = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for workload in FUSED_LINEAR_WORKLOADS:
+                t = diabetes(repeats, workload)
+                backend = t.pop("backend")
+                speedup = t["hand-written torch loop"] / t["pyfit.fit"]
+                report(f"diabetes 442 x 10, 500 full-batch epochs, {workload}, 1 thread, pyfit on {backend} (cpu)",
+                       t, [f"pyfit.fit is {speedup:.0f}x faster than the hand-written loop (target >= 50x)"])
+        finally:
+            torch.set_num_threads(available)
+    t = big_fused_linear(max(3, repeats // 2))
+    floor = t.pop("20 reads of X (X.sum())")
+    report("linear fit, N=4,194,304 x D=16 float32, 20 full-batch epochs, each fused-linear workload (cpu)",
+           {"20 reads of X (X.sum())": floor, **t},
+           [f"{name} takes {seconds / floor:.2f}x the time of 20 reads of X (target <= 1.5x)"
+            for name, seconds in t.items()])
 
 
 def machine() -> str:
@@ -253,6 +315,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="where to write the results")
     parser.add_argument("--diabetes-only", action="store_true",
                         help="only the small autograd fits on the diabetes data; print, write nothing")
+    parser.add_argument("--fused-linear-only", action="store_true",
+                        help="only the fused linear loop under every built-in loss and optimizer; print, write "
+                             "nothing")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 11
 
@@ -267,6 +332,9 @@ def main(argv=None) -> int:
     summaries = []
     if args.diabetes_only:
         diabetes_report(repeats, report)
+        return 0
+    if args.fused_linear_only:
+        fused_linear_report(repeats, report)
         return 0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     t = seed000(repeats)
@@ -295,6 +363,7 @@ def main(argv=None) -> int:
         ])
 
     diabetes_report(repeats, report)
+    fused_linear_report(repeats, report)
 
     lines = ["# pyfit benchmark results", "", f"Machine: {machine()}", "",
              f"Command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`; medians of "

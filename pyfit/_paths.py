@@ -1,9 +1,11 @@
 """The two ways ``fit`` runs epochs, and the loop that drives either.
 
-* fused linear: a model that declares itself linear in its parameters, a
-  squared-error loss and pyfit's SGD run as ``ops.linear_fit_``: one read of the
-  data per step, many epochs per call when no callback needs to see each epoch.
-  Taken only where it computes what autograd with the same optimizer would.
+* fused linear: a model that declares itself linear in its parameters, a loss
+  the loop knows (squared, absolute, Huber) and torch's SGD, Adam, AdamW, RMSprop
+  or Adagrad run as ``ops.linear_fit_``: one read of the data per step, many
+  epochs per call when no callback needs to see each epoch, the optimizer's state
+  kept in ``optimizer.state`` as torch keeps it. Taken only where it computes what
+  autograd with the same optimizer would (``_fusable.py``).
 * autograd: any model, loss and optimizer, through torch's autograd; pyfit's MSE
   and SGD still run their fused ops there. An optimizer that needs a closure
   (``lbfgs``) gets ``step(closure)``, one per batch.
@@ -28,7 +30,8 @@ import torch
 from torch import nn
 
 from . import ops
-from ._fusable import fused_reduction
+from . import _fused_state
+from ._fusable import FusionPlan, fusion_plan
 from .callbacks import INTERRUPTED, NON_FINITE, FitState
 from .losses import MSELoss, SSELoss
 from .optimizers import SGD, requires_closure
@@ -44,9 +47,6 @@ _ORDER_ENTRIES_PER_CALL = 1 << 20
 _EPOCHS_PER_AUTOGRAD_CALL = 64
 # planning looks at Ctrl-C this often (epochs)
 _PLAN_CHECK_EVERY = 256
-# the param-group settings the fused kernel reads once per call; the learning rate
-# goes per epoch
-_KERNEL_SETTINGS = ("momentum", "dampening", "nesterov", "weight_decay", "maximize")
 
 
 def _order(generator: torch.Generator, n: int) -> torch.Tensor:
@@ -194,21 +194,23 @@ class Runner:
 class FusedLinear(Runner):
     """Whole epochs of a linear-in-parameters model in one compiled call.
 
-    A call covers epochs whose kernel settings (``_KERNEL_SETTINGS``) are the same;
-    where a scheduler changes one, the call ends there, so the result never depends
-    on how the epochs are split into calls.
+    A call covers epochs whose optimizer settings (all but the learning rate, which
+    goes per epoch) are the same; where a scheduler changes one, the call ends
+    there, so the result never depends on how the epochs are split into calls.
     """
 
-    def __init__(self, model: nn.Module, reduction: str, optimizer: SGD, X: torch.Tensor, y: torch.Tensor,
-                 batch_size: Optional[int], shuffle: bool, generator: torch.Generator, scheduler: Any):
+    def __init__(self, model: nn.Module, plan: FusionPlan, optimizer: torch.optim.Optimizer, X: torch.Tensor,
+                 y: torch.Tensor, batch_size: Optional[int], shuffle: bool, generator: torch.Generator,
+                 scheduler: Any):
         with torch.no_grad():
             self.features = model.design_matrix(X).contiguous()
         self.targets = y.reshape(y.shape[0], -1).contiguous()
-        self.weight, self.bias = model.weight, model.bias
-        self.params = [p for p in (self.weight, self.bias) if p is not None]
-        self.optimizer, self.reduction, self.scheduler = optimizer, reduction, scheduler
+        self.params = [p for p in (model.weight, model.bias) if p is not None]
+        self.optimizer, self.plan, self.scheduler = optimizer, plan, scheduler
         n = X.shape[0]
         self.batch_size = None if batch_size is None or batch_size >= n else batch_size
+        # optimizer steps per epoch, to count in torch's state["step"]
+        self.steps_per_epoch = 1 if self.batch_size is None else -(-n // self.batch_size)
         self.shuffled = shuffle and self.batch_size is not None
         self.generator = generator
         self.work_per_epoch = self.features.numel() * self.targets.shape[1]
@@ -220,12 +222,13 @@ class FusedLinear(Runner):
         self.name = f"{ops.backend()}:fused-linear"
 
     def _plan(self, count: int, interrupted: Callable[[], bool]):
-        """Up to ``count`` epochs that share the kernel settings: their settings, lrs and row orders.
+        """Up to ``count`` epochs that share the optimizer's settings: their settings, lrs and row orders.
 
         Steps the scheduler once per planned epoch, as the epochs will have run.
         """
         group = self.optimizer.param_groups[0]
-        settings = {key: group[key] for key in _KERNEL_SETTINGS}
+        settings = self.plan.settings(group)
+        vector = self.plan.vector(settings)
         # where a scheduler step fails, planning ends there and the fit stops after the planned epochs
         self.scheduler_failure: Optional[str] = None
         if self.scheduler is None and not self.shuffled:  # nothing to plan per epoch
@@ -244,31 +247,24 @@ class FusedLinear(Runner):
                 self.scheduler_failure = step_or_undo(self.scheduler, self.optimizer)
                 if self.scheduler_failure is not None:
                     break
-                if any(group[key] != settings[key] for key in _KERNEL_SETTINGS):
+                if self.plan.vector(group) != vector:
                     break
             if len(lrs) % _PLAN_CHECK_EVERY == 0 and interrupted():
                 break
         order = torch.stack(orders).to(self.features.device) if orders else None
         return settings, torch.tensor(lrs, dtype=torch.float64), order
 
-    def _buffers(self, momentum: float):
-        if momentum == 0:
-            return None, None, True
-        found = [self.optimizer.state[p].get("momentum_buffer") for p in self.params]
-        first = found[0] is None
-        buffers = [torch.zeros_like(p) if b is None else b for p, b in zip(self.params, found)]
-        for p, b in zip(self.params, buffers):
-            self.optimizer.state[p]["momentum_buffer"] = b
-        return buffers[0], (buffers[1] if self.bias is not None else None), first
-
     def _fit(self, settings: Dict[str, Any], lrs: torch.Tensor, order: Optional[torch.Tensor]) -> List[float]:
-        weight_buf, bias_buf, first = self._buffers(settings["momentum"])
+        plan, state = self.plan, self.optimizer.state
+        # the settings of the plan's start: the scheduler has moved the group's past them
+        tensors, step = _fused_state.gather(plan.optimizer, settings, state, self.params)
         losses = ops.linear_fit_(
-            self.features, self.targets, self.weight.detach(),
-            None if self.bias is None else self.bias.detach(), weight_buf, bias_buf,
-            lrs=lrs, order=order, batch_size=self.batch_size, first_step=first, reduction=self.reduction,
-            **settings,
+            self.features, self.targets, [p.detach() for p in self.params], tensors,
+            lrs=lrs, order=order, batch_size=self.batch_size, loss=plan.loss, reduction=plan.reduction,
+            delta=plan.delta, optimizer=plan.optimizer, settings=settings, step=step,
         )
+        # a non-finite call is undone from a snapshot, step counts included
+        _fused_state.count_steps(plan.optimizer, state, self.params, len(lrs) * self.steps_per_epoch)
         return losses.tolist()
 
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
@@ -505,9 +501,9 @@ class Autograd(Runner):
 
 def choose(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, *, precomputed_scheduler) -> Runner:
     """The fastest runner that computes exactly what autograd with this optimizer would."""
-    reduction = fused_reduction(model, loss_fn, optimizer, X)
-    if reduction is not None:
-        return FusedLinear(model, reduction, optimizer, X, y, batch_size, shuffle, generator,
+    plan = fusion_plan(model, loss_fn, optimizer, X)
+    if plan is not None:
+        return FusedLinear(model, plan, optimizer, X, y, batch_size, shuffle, generator,
                            precomputed_scheduler)
     return Autograd(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, precomputed_scheduler)
 

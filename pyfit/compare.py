@@ -20,7 +20,7 @@ from torch import nn
 
 from . import defaults
 from .errors import InputError
-from ._fusable import _declared_by_definer
+from ._fusable import _declared_by_definer, squared_error_reduction
 from .losses import as_loss, build_loss
 from .models import LINEAR_IN_PARAMETERS, build_model
 from .registry import OPTIMIZERS
@@ -260,7 +260,7 @@ def _reference_row(model: Any, X: torch.Tensor, y: torch.Tensor, loss_fn: Any, v
                    model_kwargs: Dict[str, Any]) -> Optional[ComparisonRow]:
     """The closed-form least-squares row, where the loss declares a squared error (as the fused path
     reads it) and the model a design matrix; None elsewhere."""
-    if _declared_by_definer(type(loss_fn), "__call__", "fused_reduction") not in ("mean", "sum"):
+    if squared_error_reduction(loss_fn) is None:
         return None
     design_model = _design_model(model, X, y, model_kwargs)
     if design_model is None:

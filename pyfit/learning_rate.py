@@ -236,11 +236,11 @@ def _is_sgd(optimizer: Any) -> bool:
 
 def is_least_squares_sgd(model: nn.Module, loss_fn: Any, optimizer: Any) -> Optional[str]:
     """The squared-error reduction ("mean" or "sum") when SGD fits a model linear in its parameters, else None."""
-    from ._fusable import _declared_by_definer
+    from ._fusable import squared_error_reduction
     from .scaling import declares_linear_in_parameters
 
-    reduction = _declared_by_definer(type(loss_fn), "__call__", "fused_reduction")
-    if _is_sgd(optimizer) and declares_linear_in_parameters(model) and reduction in ("mean", "sum"):
+    reduction = squared_error_reduction(loss_fn)
+    if _is_sgd(optimizer) and declares_linear_in_parameters(model) and reduction is not None:
         return reduction
     return None
 

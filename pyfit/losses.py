@@ -9,7 +9,7 @@ is adapted once by :func:`as_loss`.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Tuple, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +30,15 @@ class Loss:
     """Base of the built-in losses.
 
     ``reduction`` says how per-sample losses combine ("mean" or "sum"), which is
-    how a minibatch epoch's loss is assembled; ``fused_reduction`` is set by the
-    squared-error losses that the fused linear path computes itself.
+    how a minibatch epoch's loss is assembled. ``fused_loss`` says which loss the
+    fused linear loop computes in its place, as ``(kind, reduction)`` with kind
+    "squared", "absolute" or "huber" (whose threshold is the instance's
+    ``delta``); it counts only on the class that defines ``__call__``, so a
+    subclass that computes something else is not fused by mistake.
     """
 
     reduction = "mean"
-    fused_reduction: Optional[str] = None
+    fused_loss: Optional[Tuple[str, str]] = None
 
     def __call__(self, pred: Tensor, target: Tensor, *, model: Optional[nn.Module] = None) -> Tensor:
         raise NotImplementedError
@@ -68,7 +71,7 @@ class MSELoss(Loss):
     tensor(2.)
     """
 
-    fused_reduction = "mean"
+    fused_loss = ("squared", "mean")
 
     def __call__(self, pred, target, *, model=None):
         return _squared_error(pred, target, "mean")
@@ -83,7 +86,8 @@ class SSELoss(Loss):
     tensor(4.)
     """
 
-    reduction = fused_reduction = "sum"
+    reduction = "sum"
+    fused_loss = ("squared", "sum")
 
     def __call__(self, pred, target, *, model=None):
         return _squared_error(pred, target, "sum")
@@ -98,6 +102,8 @@ class MAELoss(Loss):
     tensor(1.)
     """
 
+    fused_loss = ("absolute", "mean")
+
     def __call__(self, pred, target, *, model=None):
         return F.l1_loss(pred, target)
 
@@ -110,6 +116,8 @@ class HuberLoss(Loss):
     >>> pyfit.build_loss("huber", delta=1.0)(torch.tensor([3.0]), torch.tensor([1.0]))
     tensor(1.5000)
     """
+
+    fused_loss = ("huber", "mean")
 
     def __init__(self, delta: float = 1.0):
         if not delta > 0:

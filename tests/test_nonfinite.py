@@ -17,11 +17,16 @@ CASES = {
     "fused-full-batch": dict(optimizer="sgd", lr=0.5, momentum=0.9, **EXPLODING_LR),
     "fused-shuffled-minibatches": dict(optimizer="sgd", lr=0.5, momentum=0.9, batch_size=7, shuffle=True,
                                        **EXPLODING_LR),
-    "autograd-torch-sgd": dict(optimizer=torch.optim.SGD, lr=0.5, momentum=0.9, batch_size=7, shuffle=True,
-                               **EXPLODING_LR),
+    "fused-adam": dict(optimizer="adam", lr=1e6, scheduler="exponential", scheduler_kwargs={"gamma": 10.0}),
+    "fused-rmsprop-shuffled-minibatches": dict(optimizer="rmsprop", lr=0.5, momentum=0.5, centered=True,
+                                               batch_size=7, shuffle=True, **EXPLODING_LR),
+    # torch's loss declares nothing the fused loop computes: these run through autograd
+    "autograd-torch-sgd": dict(optimizer=torch.optim.SGD, loss=torch.nn.MSELoss(), lr=0.5, momentum=0.9,
+                               batch_size=7, shuffle=True, **EXPLODING_LR),
     "autograd-pyfit-sgd": dict(optimizer="sgd", loss=torch.nn.MSELoss(), lr=0.5, momentum=0.9, nesterov=True,
                                **EXPLODING_LR),
-    "autograd-adam": dict(optimizer="adam", lr=1e6, scheduler="exponential", scheduler_kwargs={"gamma": 10.0}),
+    "autograd-adam": dict(optimizer="adam", loss=torch.nn.MSELoss(), lr=1e6, scheduler="exponential",
+                          scheduler_kwargs={"gamma": 10.0}),
 }
 
 
@@ -97,15 +102,16 @@ def test_large_finite_losses_whose_sum_overflows_are_not_a_stop(backend):
     assert result.stop_reason == "completed" and result.epochs == 200
 
 
-def test_an_optimizer_step_that_overflows_stops_non_finite_and_changes_nothing():
+@pytest.mark.parametrize("loss, path", [("mse", "fused-linear"), (torch.nn.MSELoss(), "autograd")])
+def test_an_optimizer_step_that_overflows_stops_non_finite_and_changes_nothing(loss, path):
     # torch's Adam raises on a step size beyond float32's range instead of producing inf
     torch.manual_seed(0)
     X = torch.randn(30, 3)
     y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
     model = pyfit.Linear(3)
     start = [p.detach().clone() for p in model.parameters()]
-    result = pyfit.fit(model, X, y, optimizer="adam", lr=1e38, epochs=5)
-    assert result.stop_reason == "non_finite" and result.epochs == 0
+    result = pyfit.fit(model, X, y, loss=loss, optimizer="adam", lr=1e38, epochs=5)
+    assert result.stop_reason == "non_finite" and result.epochs == 0 and result.backend.endswith(path)
     assert all(torch.equal(p, s) for p, s in zip(model.parameters(), start))
     assert result.optimizer.state_dict()["state"] == {}
 
