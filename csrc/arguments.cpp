@@ -189,13 +189,17 @@ OptimizerSettings make_optimizer_settings(int64_t optimizer, c10::ArrayRef<doubl
 
 OptimizerSettings make_sgd_settings(double momentum, double dampening, bool nesterov,
                                     double weight_decay, bool maximize) {
-  double v[kSettingCount] = {};
-  v[kMomentum] = momentum;
-  v[kDampening] = dampening;
-  v[kNesterov] = nesterov;
-  v[kWeightDecay] = weight_decay;
-  v[kMaximize] = maximize;
-  return make_optimizer_settings(static_cast<int64_t>(Optimizer::Sgd), v);
+  // No range checks: sgd_update_ computes what torch's functional sgd computes for any
+  // numbers, as a param group changed after torch.optim.SGD checked it may hold
+  // (nesterov with no momentum is then plain SGD, as in torch)
+  OptimizerSettings s{};
+  s.optimizer = Optimizer::Sgd;
+  s.momentum = momentum;
+  s.dampening = dampening;
+  s.nesterov = nesterov;
+  s.weight_decay = weight_decay;
+  s.maximize = maximize;
+  return s;
 }
 
 LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
