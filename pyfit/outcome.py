@@ -214,7 +214,8 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
                 + (f" or momentum (now {momentum:g})" if momentum else "")
                 + ("" if lr_was_auto else " or leave it unset for lr='auto'")
                 + (f", and {scaling.rstrip(', ')}" if scaling else "")]
-    if not bool(torch.isfinite(pred).all()):
+    # a sum is finite only if every prediction is (one pass, no mask the size of pred)
+    if not bool(torch.isfinite(pred.sum())) and not bool(torch.isfinite(pred).all()):
         return [f"the model's predictions are not finite; {_scaling_hint(standardized)}lower lr or leave it unset "
                 "for lr='auto'"]
     not_converged = _not_converged(losses, stop_reason, epochs, standardized, lr_was_auto)
