@@ -2,7 +2,7 @@
 
 Everything the user passes is resolved and checked first; only then does any
 parameter or optimizer state change. The epochs then run on the fastest correct
-path (see ``_paths.py``).
+path (see ``_runners.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 import torch
 from torch import nn
 
-from . import _paths, defaults
+from . import _runners, defaults
 from .callbacks import COMPLETED, Callback, Convergence, FitState, LRScheduling
 from ._checkpoint_schema import check_restorable
 from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
@@ -212,14 +212,14 @@ def _epoch_only(scheduler: Any) -> bool:
     return isinstance(scheduler, lr_scheduler.LRScheduler)
 
 
-def _load_compiler_for(runner: _paths.Runner) -> float:
+def _load_compiler_for(runner: _runners.Runner) -> float:
     """Import torch's compiler stack now if the runner's optimizer steps will; returns the seconds it took.
 
     torch.optim's ``step`` imports it on its first call in a process (over a second);
     taken here, that cost stays out of the fit's reported time. The fused path never
     steps a torch optimizer and skips it.
     """
-    if not isinstance(runner, _paths.Autograd) or "torch._dynamo" in sys.modules:
+    if not isinstance(runner, _runners.Autograd) or "torch._dynamo" in sys.modules:
         return 0.0
     began = time.perf_counter()
     importlib.import_module("torch._dynamo")
@@ -464,7 +464,7 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     if saved is not None:
         restore(saved, resume_from, model=built, optimizer=opt, scheduler=sched, state=state)
         apply_optimizer_settings(opt, plan.changes)
-    runner = _paths.choose(built, loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
+    runner = _runners.choose(built, loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
                            precomputed_scheduler=sched if epoch_only else None)
     started += _load_compiler_for(runner)
 
@@ -478,7 +478,7 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
 
     save = (lambda _: save_checkpoint(checkpoint, result())) if checkpoint is not None else None
     with fit_threads(runner.work_per_step, threads):
-        _paths.run(runner, state, callbacks, progress, checkpoint_every=checkpoint_every, save=save)
+        _runners.run(runner, state, callbacks, progress, checkpoint_every=checkpoint_every, save=save)
     if state.stop_reason is None:
         state.stop(COMPLETED)
     final = result()

@@ -89,7 +89,7 @@ class Validation(Callback):
             state.history.setdefault(key, [])
 
     def on_epoch_end(self, state: FitState) -> None:
-        from ._paths import _match_prediction
+        from ._runners import match_prediction
 
         model = state.model
         was_training = model.training
@@ -97,7 +97,7 @@ class Validation(Callback):
         try:
             with torch.no_grad():
                 if self.X_val is not None:
-                    pred_val = _match_prediction(model(self.X_val), self.y_val)
+                    pred_val = match_prediction(model(self.X_val), self.y_val)
                     state.history["val_loss"].append(float(self.loss_fn(pred_val, self.y_val, model=model)))
                 if self.metrics:
                     pred = model(self.X)

@@ -169,7 +169,7 @@ def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Te
     taken in order (no random draws); the test stops early once the loss is four
     times its lowest or stops being finite.
     """
-    from ._paths import _match_prediction as match_prediction
+    from ._runners import match_prediction
     from .optimizers import requires_closure
 
     trial = copy.deepcopy(model)

@@ -43,11 +43,11 @@ def _next_steps(first: str, standardized: bool, lr_was_auto: bool) -> str:
 def _scores(model, loss_fn, X: Tensor, y: Tensor, prefix: str = "") -> tuple:
     """y and the model's predictions for X, both (N, K) float64, and ``{prefix + name: value}`` for the
     loss and every metric."""
-    from ._paths import _match_prediction
+    from ._runners import match_prediction
     from .metrics import all_metrics, as_float64_pair
 
     with torch.no_grad():
-        pred = _match_prediction(model(X), y)
+        pred = match_prediction(model(X), y)
         scores = {prefix + "loss": float(loss_fn(pred, y, model=model))}
     # one float64 copy of each, shared by every metric and the diagnosis: on millions of rows
     # the copies cost more than the sums

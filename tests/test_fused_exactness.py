@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyfit
-from pyfit import _paths
+from pyfit import _runners
 
 
 def _data(n=24, d=2, k=1, seed=0, dtype=torch.float64):
@@ -133,7 +133,7 @@ def test_a_scheduler_that_moves_momentum_matches_torch_sgd(backend, name):
 
 def _fit_with_work_per_call(work, **kwargs):
     X, y = _data(n=30, seed=2)
-    with mock.patch.object(_paths, "_WORK_PER_CALL", work):
+    with mock.patch.object(_runners, "_WORK_PER_CALL", work):
         return pyfit.fit("linear", X, y, seed=3, **kwargs)
 
 
@@ -166,7 +166,7 @@ def test_shuffled_orders_are_bounded_per_call(backend):
         sizes.append(order.numel())
         return real_fit(*args, order=order, **kwargs)
 
-    with mock.patch.object(_paths, "_ORDER_ENTRIES_PER_CALL", 1000), mock.patch.object(pyfit.ops, "linear_fit_", spy):
+    with mock.patch.object(_runners, "_ORDER_ENTRIES_PER_CALL", 1000), mock.patch.object(pyfit.ops, "linear_fit_", spy):
         result = pyfit.fit("linear", X, y, lr=0.01, epochs=500, batch_size=3, shuffle=True, seed=0)
     assert result.epochs == 500 and result.backend.endswith(":fused-linear")
     assert len(sizes) >= 5 and max(sizes) <= 1000 and sum(sizes) == 500 * 10
@@ -177,7 +177,7 @@ def test_ctrl_c_while_a_long_shuffled_call_is_planned_stops_the_fit_within_a_few
     # so a Ctrl-C must be seen while their row orders are drawn, not after
     X, y = _data(n=10)
     drawn = []
-    real_order = _paths._order
+    real_order = _runners._order
 
     def order_then_ctrl_c(generator, n):
         drawn.append(n)
@@ -185,10 +185,10 @@ def test_ctrl_c_while_a_long_shuffled_call_is_planned_stops_the_fit_within_a_few
             os.kill(os.getpid(), signal.SIGINT)
         return real_order(generator, n)
 
-    with mock.patch.object(_paths, "_order", order_then_ctrl_c):
+    with mock.patch.object(_runners, "_order", order_then_ctrl_c):
         result = pyfit.fit("linear", X, y, lr=0.01, epochs=3_000_000, batch_size=3, shuffle=True, seed=0)
     assert result.stop_reason == "interrupted"
-    assert 1000 <= result.epochs <= 1000 + _paths._PLAN_CHECK_EVERY and len(drawn) == result.epochs
+    assert 1000 <= result.epochs <= 1000 + _runners._PLAN_CHECK_EVERY and len(drawn) == result.epochs
 
 
 # every scheduler that fit steps ahead of a fused call (torch's lowercase names and pyfit's own)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import pyfit
-from pyfit import _paths
+from pyfit import _runners
 
 RTOL = 1e-9
 
@@ -142,7 +142,7 @@ def test_torchs_own_optimizer_classes_are_fused(backend, optimizer):
 
 
 def _force_autograd(monkeypatch):
-    monkeypatch.setattr(_paths, "fusion_plan", lambda *args: None)
+    monkeypatch.setattr(_runners, "fusion_plan", lambda *args: None)
 
 
 @pytest.mark.parametrize("optimizer", ["adam-amsgrad", "rmsprop", "adagrad", "sgd"])

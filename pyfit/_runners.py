@@ -187,8 +187,16 @@ class Runner:
     work_per_step = 1  # floating-point operations of one optimizer step, to choose the thread count from
     max_epochs_per_call = 1
 
+    scheduler: Any = None
+    optimizer: torch.optim.Optimizer
+
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
         raise NotImplementedError
+
+    def step_scheduler(self) -> Optional[str]:
+        """Step the fit's epoch scheduler after an epoch, on either path: None when it stepped (or there is
+        none), else why it failed, with the scheduler and the param groups as they were."""
+        return None if self.scheduler is None else step_or_undo(self.scheduler, self.optimizer)
 
 
 class FusedLinear(Runner):
@@ -244,7 +252,7 @@ class FusedLinear(Runner):
             if self.shuffled:
                 orders.append(_order(self.generator, self.features.shape[0]))
             if self.scheduler is not None:
-                self.scheduler_failure = step_or_undo(self.scheduler, self.optimizer)
+                self.scheduler_failure = self.step_scheduler()
                 if self.scheduler_failure is not None:
                     break
                 if self.plan.vector(group) != vector:
@@ -292,7 +300,7 @@ class FusedLinear(Runner):
             stop_after_failed_step(state, self.scheduler_failure)
 
 
-def _match_prediction(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def match_prediction(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape == target.shape:
         return pred
     if pred.numel() == target.numel():
@@ -330,7 +338,7 @@ class Autograd(Runner):
         self.name = f"{ops.backend() if uses_fused_ops else 'torch'}:autograd"
 
     def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(_match_prediction(self.model(xb), yb), yb, model=self.model)
+        return self.loss_fn(match_prediction(self.model(xb), yb), yb, model=self.model)
 
     def _step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> bool:
         """``optimizer.step``, with the closure when given; False when torch refused the step because a
@@ -465,7 +473,7 @@ class Autograd(Runner):
                 return losses, lrs, None, False
             losses.append(loss)
             lrs.append(lr)
-            failure = None if self.scheduler is None else step_or_undo(self.scheduler, self.optimizer)
+            failure = self.step_scheduler()
             if failure is not None:
                 return losses, lrs, lambda state: stop_after_failed_step(state, failure), True
         return losses, lrs, None, True
@@ -493,7 +501,7 @@ class Autograd(Runner):
             state.history["loss"].append(loss)
             state.history["lr"].append(lr)
             state.epoch += 1
-            failure = None if self.scheduler is None else step_or_undo(self.scheduler, self.optimizer)
+            failure = self.step_scheduler()
             if failure is not None:
                 stop_after_failed_step(state, failure)
                 return
