@@ -178,13 +178,21 @@ class SGD(_NoCompilerImport, torch.optim.SGD):
         return buffers  # torch's functional update fills in the buffers it creates
 
 
+@functools.lru_cache(maxsize=None)
+def _torch_signature(cls: type) -> inspect.Signature:
+    """The signature of the torch constructor behind ``cls`` (read once per class: it costs more than a
+    small fit's step)."""
+    signature = inspect.signature(super(_CheckedSettings, cls).__init__)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])  # without self
+
+
 class _CheckedSettings(_NoCompilerImport):
     """Runs pyfit's settings checks before a torch optimizer's own constructor, which takes
     the same arguments, positional ones included."""
 
     def __init__(self, params: Iterable[Any], *args: Any, **kwargs: Any):
         torch_init = super().__init__
-        settings = inspect.signature(torch_init).bind(params, *args, **kwargs).arguments
+        settings = _torch_signature(type(self)).bind(params, *args, **kwargs).arguments
         check_optimizer_settings({k: v for k, v in settings.items() if k != "params"}, as_torch=True)
         torch_init(params, *args, **kwargs)
 
