@@ -309,6 +309,22 @@ def machine() -> str:
             f"pyfit ops backend: {pyfit.ops.backend()}")
 
 
+# RESULTS.md below this line is written by hand (measurements this script does not take, such as
+# start-up and set-up times): a new run replaces what is above it and keeps the rest
+HAND_WRITTEN = "<!-- written by hand below: bench.py keeps what follows -->"
+
+
+def _hand_written(path: str) -> str:
+    """The hand-written end of the results file at ``path``, marker included ('' when there is none)."""
+    try:
+        with open(path) as existing:
+            text = existing.read()
+    except FileNotFoundError:
+        return ""
+    at = text.find(HAND_WRITTEN)
+    return "" if at < 0 else text[at:]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -374,7 +390,7 @@ def main(argv=None) -> int:
         lines += [f"| {name} | {seconds * 1e3:.3f} ms |" for name, seconds in times.items()]
         lines += [""] + [f"- {target}" for target in targets] + [""]
     with open(args.output, "w") as out:
-        out.write("\n".join(lines))
+        out.write("\n".join(lines) + "\n" + _hand_written(args.output))
     print(f"\nwrote {args.output}")
     return 0
 
