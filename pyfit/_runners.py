@@ -275,6 +275,12 @@ class FusedLinear(Runner):
         _fused_state.count_steps(plan.optimizer, state, self.params, len(lrs) * self.steps_per_epoch)
         return losses.tolist()
 
+    def epochs_at(self, lrs: Sequence[float]) -> List[float]:
+        """One epoch at each learning rate in turn, with the optimizer's settings as they are, and the
+        losses before each (non-finite where the epochs stopped, NaN after that): a range test's steps."""
+        group = self.optimizer.param_groups[0]
+        return self._fit(self.plan.settings(group), torch.tensor(list(lrs), dtype=torch.float64), None)
+
     def run_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
         before = _Snapshot(self.params, self.optimizer, self.scheduler, self.generator)
         settings, lrs, order = self._plan(count, interrupted)

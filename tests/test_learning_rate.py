@@ -156,3 +156,32 @@ def test_auto_lr_with_momentum_fits_the_diabetes_data_in_its_own_units():
     assert result.scores["r2"] > least_squares - 0.1
     assert result.final_loss < 2 * min(result.history["loss"])
     assert not any("diverged" in w or "larger lr" in w for w in result.warnings), result.warnings
+
+
+@pytest.mark.parametrize("optimizer, loss", [("adam", "mse"), ("rmsprop", "mae"), ("adagrad", "huber"),
+                                             ("sgd", "sse")])
+def test_a_fusable_range_test_runs_fused_and_finds_what_autograd_finds(monkeypatch, optimizer, loss):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(120, 4, generator=g, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0],
+                                                                               dtype=torch.float64)
+    y = X @ torch.randn(4, generator=g, dtype=torch.float64) + 5.0
+    torch.manual_seed(0)
+    model = pyfit.Linear(4, dtype=torch.float64)
+
+    def test():
+        return range_test(model, pyfit.build_loss(loss),
+                          lambda params, lr: pyfit.build_optimizer(optimizer, params, lr=lr), X, y)
+
+    import pyfit._fusable as fusable
+    from pyfit import _runners
+
+    calls = []
+    real = _runners.FusedLinear.epochs_at
+    monkeypatch.setattr(_runners.FusedLinear, "epochs_at", lambda self, lrs: calls.append(lrs) or real(self, lrs))
+    fused = test()
+    assert len(calls) == 1
+    monkeypatch.setattr(fusable, "fusion_plan", lambda *args: None)
+    plain = test()
+    assert len(calls) == 1 and fused.lrs == plain.lrs and len(fused.lrs) >= 10
+    torch.testing.assert_close(torch.tensor(fused.losses), torch.tensor(plain.losses), rtol=1e-9, atol=0)
+    assert fused.lr == plain.lr and fused.reason == plain.reason
