@@ -222,10 +222,77 @@ void accumulate_tiles_f32(const float* X, const float* y, const int64_t* rows, i
   }
 }
 
+// AVX2 kernel for float32, several outputs (K >= 2) and few features (D = kD < 8):
+// vectors run along the outputs instead. Per row, the K predictions are kD
+// broadcast FMAs on rows of the transposed weights, the K targets one contiguous
+// (masked) load, and the gradient sums, (kD, K) transposed, kD FMAs more: no
+// horizontal sums and no lanes wasted on a feature axis shorter than a vector.
+// Padded outputs (K up to a multiple of 8) have weight, bias and target 0, hence
+// residual, value and factor 0 under every loss.
+template <Loss L, int kD>
+void accumulate_narrow_f32(const float* X, const float* y, const int64_t* rows, int64_t begin,
+                           int64_t end, int64_t K, int64_t /*D*/, const float* weight,
+                           const float* bias, float delta, double* out) {
+  const int64_t V = ceil_div(K, int64_t{8});  // vectors per row of outputs
+  std::vector<float> w_t(kD * V * 8, 0.f), b_pad(V * 8, 0.f), acc(kD * V * 8), acc_b(V * 8);
+  for (int64_t k = 0; k < K; ++k) {
+    for (int d = 0; d < kD; ++d) w_t[d * V * 8 + k] = weight[k * kD + d];
+    if (bias) b_pad[k] = bias[k];
+  }
+  alignas(32) int32_t last_lanes[8];
+  for (int l = 0; l < 8; ++l) last_lanes[l] = l < K - (V - 1) * 8 ? -1 : 0;
+  const __m256i last = _mm256_load_si256(reinterpret_cast<const __m256i*>(last_lanes));
+  const __m256 delta_v = _mm256_set1_ps(delta);
+  for (int64_t row0 = begin; row0 < end; row0 += kFlushRows) {
+    const int64_t row1 = std::min(end, row0 + kFlushRows);
+    std::fill(acc.begin(), acc.end(), 0.f);
+    std::fill(acc_b.begin(), acc_b.end(), 0.f);
+    __m256 gl = _mm256_setzero_ps();
+    for (int64_t i = row0; i < row1; ++i) {
+      const int64_t row = rows ? rows[i] : i;
+      __m256 x[kD];
+      for (int d = 0; d < kD; ++d) x[d] = _mm256_broadcast_ss(X + row * kD + d);
+      const float* t = y + row * K;
+      for (int64_t v = 0; v < V; ++v) {
+        __m256 dot = _mm256_mul_ps(x[0], _mm256_loadu_ps(w_t.data() + v * 8));
+        for (int d = 1; d < kD; ++d)
+          dot = _mm256_fmadd_ps(x[d], _mm256_loadu_ps(w_t.data() + (d * V + v) * 8), dot);
+        const __m256 target = v + 1 < V ? _mm256_loadu_ps(t + v * 8) : _mm256_maskload_ps(t + v * 8, last);
+        // (x . w - y) + b, in the reference's order
+        const __m256 residual = _mm256_add_ps(_mm256_sub_ps(dot, target), _mm256_loadu_ps(b_pad.data() + v * 8));
+        const __m256 f = loss_terms_8<L>(residual, delta_v, gl);
+        _mm256_storeu_ps(acc_b.data() + v * 8, _mm256_add_ps(_mm256_loadu_ps(acc_b.data() + v * 8), f));
+        for (int d = 0; d < kD; ++d) {
+          float* a = acc.data() + (d * V + v) * 8;
+          _mm256_storeu_ps(a, _mm256_fmadd_ps(x[d], f, _mm256_loadu_ps(a)));
+        }
+      }
+    }
+    add_lanes(out, gl);
+    for (int64_t k = 0; k < K; ++k) {
+      out[1 + k] += acc_b[k];
+      for (int d = 0; d < kD; ++d) out[1 + K + k * kD + d] += acc[d * V * 8 + k];
+    }
+  }
+}
+
+template <Loss L>
+AccumulateFn<float> pick_narrow(int64_t D) {
+  switch (D) {
+    case 1: return &accumulate_narrow_f32<L, 1>;
+    case 2: return &accumulate_narrow_f32<L, 2>;
+    case 3: return &accumulate_narrow_f32<L, 3>;
+    case 4: return &accumulate_narrow_f32<L, 4>;
+    case 5: return &accumulate_narrow_f32<L, 5>;
+    case 6: return &accumulate_narrow_f32<L, 6>;
+    default: return &accumulate_narrow_f32<L, 7>;
+  }
+}
+
 // The float32 kernel for (K, D), or nullptr: the 8-row one for K == 1 and D of 8,
-// 16 or 32, else for D >= 8 the tiled one (4 rows x 2 outputs, or 8 rows x 1
-// output for K == 1). Below 8 features a vector would be mostly masked lanes: the
-// compile-time-D loops of linear_rows.h are faster there.
+// 16 or 32; for D >= 8 the tiled one (4 rows x 2 outputs, or 8 rows x 1 output for
+// K == 1); for D < 8 and several outputs the one with vectors along the outputs.
+// Below 8 features and one output, the compile-time-D loops of linear_rows.h.
 template <typename scalar_t, Loss L>
 AccumulateFn<scalar_t> pick_special(int64_t K, int64_t D) {
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -233,6 +300,7 @@ AccumulateFn<scalar_t> pick_special(int64_t K, int64_t D) {
     if (K == 1 && D == 16) return &accumulate_k1_f32<L, 2>;
     if (K == 1 && D == 32) return &accumulate_k1_f32<L, 4>;
     if (D >= 8) return K == 1 ? &accumulate_tiles_f32<L, 8> : &accumulate_tiles_f32<L, 4>;
+    if (K >= 2) return pick_narrow<L>(D);
   }
   return nullptr;
 }
