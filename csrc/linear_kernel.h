@@ -73,10 +73,13 @@ AccumulateFn<scalar_t> pick_accumulate(Loss loss, int64_t K, int64_t D) {
 }
 
 // Rows per reduction block: fixed by (n, P) only, never by the thread count, and
-// large enough that the per-block partials stay within ~32 MB.
+// large enough that the per-block partials stay within ~32 MB. At least two
+// flush stretches, so that adding a block's partials (P doubles) costs no more
+// than its own flushes; few enough rows that a wide batch of a few thousand rows
+// still splits across threads.
 inline int64_t rows_per_block(int64_t n, int64_t P) {
   const int64_t max_blocks = std::max<int64_t>(1, std::min<int64_t>(256, (int64_t{1} << 22) / P));
-  return std::max<int64_t>(2048, ceil_div(n, max_blocks));
+  return std::max<int64_t>(2 * kFlushRows, ceil_div(n, max_blocks));
 }
 
 // Sums of the whole batch (n rows) into total (P doubles), deterministically:

@@ -23,8 +23,16 @@ inline scalar_t dot(const scalar_t* x, const scalar_t* w, int64_t D) {
   } else {
     using Vec = at::vec::Vectorized<scalar_t>;
     constexpr int64_t W = Vec::size();
-    Vec acc(scalar_t(0));
+    // four independent sums: one would wait on the previous add every vector
+    Vec acc(scalar_t(0)), acc1(scalar_t(0)), acc2(scalar_t(0)), acc3(scalar_t(0));
     int64_t d = 0;
+    for (; d + 4 * W <= D; d += 4 * W) {
+      acc = acc + Vec::loadu(x + d) * Vec::loadu(w + d);
+      acc1 = acc1 + Vec::loadu(x + d + W) * Vec::loadu(w + d + W);
+      acc2 = acc2 + Vec::loadu(x + d + 2 * W) * Vec::loadu(w + d + 2 * W);
+      acc3 = acc3 + Vec::loadu(x + d + 3 * W) * Vec::loadu(w + d + 3 * W);
+    }
+    acc = (acc + acc1) + (acc2 + acc3);
     for (; d + W <= D; d += W) acc = acc + Vec::loadu(x + d) * Vec::loadu(w + d);
     scalar_t lanes[W];
     acc.store(lanes);
