@@ -159,7 +159,7 @@ def _announcing(build_ext):
             files = sum(len(extension.sources) for extension in self.extensions)
             # pip shows this only with -v; the README says what pip shows meanwhile
             print(f"pyfit: compiling {files} C++/CUDA files of pyfit._C, {jobs} at a time "
-                  "(MAX_JOBS); the CPU build takes about 2 minutes on 2 cores",
+                  "(MAX_JOBS); the CPU build takes 2 to 3 minutes on 2 cores",
                   file=sys.stderr, flush=True)
             super().build_extensions()
 

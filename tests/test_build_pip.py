@@ -38,6 +38,6 @@ def test_adding_an_extra_after_install_does_not_compile_again(installed_pyfit):
     recompiled = [path for path in objects if os.stat(path).st_mtime_ns != compiled_at[path]]
     assert not recompiled, f"pip install '.[sklearn]' compiled again: {recompiled}"
     check = subprocess.run([str(installed_pyfit.python), "-c",
-                            "import sklearn, pyfit.ops as o; print(o.backend(), type(pyfit.Regressor()).__name__)"],
+                            "import sklearn, pyfit, pyfit.ops as o; print(o.backend(), type(pyfit.Regressor()).__name__)"],
                            capture_output=True, text=True, cwd=str(installed_pyfit.root))
     assert check.stdout.split() == ["cpp", "Regressor"], check.stdout + check.stderr
