@@ -20,7 +20,7 @@ def test_cmake_build_ctest_and_load(tmp_path):
     configure = run("cmake", "-S", ROOT, "-B", str(build),
                     f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}")
     assert configure.returncode == 0, configure.stdout + configure.stderr
-    compiled = run("cmake", "--build", str(build), "-j2")
+    compiled = run("cmake", "--build", str(build), f"-j{os.cpu_count() or 1}")
     assert compiled.returncode == 0, compiled.stdout + compiled.stderr
     tested = run("ctest", "--test-dir", str(build), "--output-on-failure")
     assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -15,7 +15,6 @@ import venv
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH = "torch==2.14.1"  # pinned: a CUDA 13.0 build, to match nvcc 13.0
 OPS = ("mse_loss_fwd", "sgd_update_", "linear_fit_")
 NVCC = shutil.which("nvcc")
@@ -33,7 +32,7 @@ for op in {OPS!r}:
 
 @pytest.mark.slow
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on the PATH: no CUDA toolkit to build with")
-def test_cuda_build_gives_every_op_a_cuda_kernel(tmp_path):
+def test_cuda_build_gives_every_op_a_cuda_kernel(tmp_path, clean_checkout):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = str(env_dir / "bin" / "python")
@@ -43,12 +42,10 @@ def test_cuda_build_gives_every_op_a_cuda_kernel(tmp_path):
         pytest.skip(f"{TORCH} (the CUDA build) could not be installed: {installed.stderr[-500:]}")
 
     # a copy of the sources, so the work tree's own (CPU) build stays as it is
-    src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", "*.so", "*.egg-info", ".git", "__pycache__",
-                                                             ".hypothesis", ".ci-venv", ".venv", "output"))
+    src = clean_checkout(tmp_path / "src")
     # CUDA_HOME is left to setup.py to find, as a user's build would
     env = {k: v for k, v in os.environ.items() if k not in ("PYFIT_NO_CUDA", "PYTHONPATH")}
-    env.update(TORCH_CUDA_ARCH_LIST="9.0", MAX_JOBS="2", PATH=f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}")
+    env.update(TORCH_CUDA_ARCH_LIST="9.0", PATH=f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}")
     built = subprocess.run([python, "setup.py", "build_ext", "--inplace"], cwd=str(src), env=env,
                            capture_output=True, text=True, timeout=2400)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]

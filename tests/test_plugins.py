@@ -249,23 +249,10 @@ def test_import_pyfit_does_not_discover_scheduler_plugins(tmp_path):
 # -- a real install --------------------------------------------------------------
 
 
-def _pip(python: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.slow
-def test_installed_plugin_package_is_used_by_fit(tmp_path):
-    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=300)
-    python = tmp_path / "venv" / "bin" / "python"
-    probe = _pip(python, "download", "--no-deps", "--dest", str(tmp_path / "probe"), "setuptools", timeout=300)
-    if probe.returncode != 0:
-        pytest.skip(f"pip cannot reach a package index: {probe.stderr.strip().splitlines()[-1:]}")
-    # pinned: the local wheel, never a multi-GB download
-    done = _pip(python, "install", f"torch=={torch.__version__.split('+')[0]}")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    done = _pip(python, "install", str(ROOT))  # compiles pyfit's C++ extension
-    assert done.returncode == 0, f"installing pyfit failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    done = _pip(python, "install", "--no-deps", str(PLUGIN_PACKAGE))
+def test_installed_plugin_package_is_used_by_fit(installed_pyfit, tmp_path):
+    # pyfit as the README installs it (shared with tests/test_build_pip.py: one compile)
+    done = installed_pyfit.pip("install", "--no-deps", str(PLUGIN_PACKAGE))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     script = textwrap.dedent("""
         import warnings
@@ -286,5 +273,6 @@ def test_installed_plugin_package_is_used_by_fit(tmp_path):
         assert abs(a - 2.0) < 0.05 and abs(k - 1.5) < 0.05 and abs(c - 0.3) < 0.05, (a, k, c)
         print("plugins ok", result.backend, a, k, c)
     """)
-    done = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run([str(installed_pyfit.python), "-c", script], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
     assert done.returncode == 0 and "plugins ok" in done.stdout, done.stdout + done.stderr
