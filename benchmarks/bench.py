@@ -389,8 +389,9 @@ def main(argv=None) -> int:
         lines += [f"## {workload}", "", "| contender | median |", "| --- | ---: |"]
         lines += [f"| {name} | {seconds * 1e3:.3f} ms |" for name, seconds in times.items()]
         lines += [""] + [f"- {target}" for target in targets] + [""]
+    kept = _hand_written(args.output)  # read before the file is opened for writing, which empties it
     with open(args.output, "w") as out:
-        out.write("\n".join(lines) + "\n" + _hand_written(args.output))
+        out.write("\n".join(lines) + "\n" + kept)
     print(f"\nwrote {args.output}")
     return 0
 
