@@ -202,21 +202,12 @@ def linear_fit_(
         return _run("linear_fit_", lambda: _checks.check_linear_fit(*args), *args)
 
 
-def linear_step_(
-    X: Tensor,
-    y: Tensor,
-    params: Sequence[Tensor],
-    state: Sequence[Tensor] = (),
-    *,
-    lr: float,
-    loss: str = "squared",
-    reduction: str = "mean",
-    delta: float = 1.0,
-    optimizer: str = "sgd",
-    settings: Optional[Mapping[str, Any]] = None,
-    step: int = 0,
-) -> Tensor:
+def linear_step_(X: Tensor, y: Tensor, params: Sequence[Tensor], state: Sequence[Tensor] = (), *, lr: float,
+                 **options: Any) -> Tensor:
     """One full-batch step of ``linear_fit_``: returns the loss before the update (0-dim).
+
+    ``options`` are ``linear_fit_``'s (loss, reduction, delta, optimizer, settings, step),
+    except ``lrs``, ``order`` and ``batch_size``.
 
     >>> import torch, pyfit
     >>> X, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]])
@@ -226,8 +217,10 @@ def linear_step_(
     >>> w
     tensor([[1.]])
     """
-    return linear_fit_(X, y, params, state, lrs=[lr], loss=loss, reduction=reduction, delta=delta,
-                       optimizer=optimizer, settings=settings, step=step)[0]
+    taken = sorted(set(options) & {"lrs", "order", "batch_size"})
+    if taken:
+        raise TypeError(f"linear_step_ takes one full-batch step at lr; it has no {', '.join(taken)}")
+    return linear_fit_(X, y, params, state, lrs=[lr], **options)[0]
 
 
 def state_names(optimizer: str = "sgd", settings: Optional[Mapping[str, Any]] = None) -> Tuple[str, ...]:
