@@ -31,7 +31,7 @@ from torch import nn
 
 from . import ops
 from . import _fused_state
-from ._fusable import FusionPlan, fusion_plan
+from ._fusable import FusionPlan, declared_loss, fusion_plan
 from .callbacks import INTERRUPTED, NON_FINITE, FitState
 from .losses import MSELoss, SSELoss
 from .optimizers import SGD, requires_closure
@@ -336,6 +336,7 @@ class Autograd(Runner):
         # a forward pass costs about 2 FLOPs per parameter per row, its backward twice that
         self.work_per_step = 6 * self.batch_size * sum(p.numel() for p in model.parameters())
         self.needs_closure = requires_closure(optimizer)
+        self.elementwise = declared_loss(loss_fn) is not None  # mse, sse, mae, huber: one term per element
         # epochs replay exactly where all their state is in what a snapshot keeps: on the CPU, with an
         # optimizer of torch's or pyfit's (a class of one's own may keep state of its own elsewhere)
         self.replayable = (X.device.type == "cpu" and all(p.device.type == "cpu" for p in model.parameters())
@@ -344,7 +345,12 @@ class Autograd(Runner):
         self.name = f"{ops.backend() if uses_fused_ops else 'torch'}:autograd"
 
     def _batch_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(match_prediction(self.model(xb), yb), yb, model=self.model)
+        pred = self.model(xb)
+        if self.elementwise and pred.shape != yb.shape and pred.numel() == yb.numel():
+            # an elementwise loss has the same value either way round; shaping the target, which
+            # needs no gradient, keeps a reshape and its backward out of every step
+            return self.loss_fn(pred, yb.reshape(pred.shape), model=self.model)
+        return self.loss_fn(match_prediction(pred, yb), yb, model=self.model)
 
     def _step(self, closure: Optional[Callable[[], torch.Tensor]] = None) -> bool:
         """``optimizer.step``, with the closure when given; False when torch refused the step because a

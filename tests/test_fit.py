@@ -474,3 +474,31 @@ def test_resuming_a_cycling_schedule_with_the_flags_it_started_with_is_accepted(
         with pytest.raises(pyfit.InputError, match=named):
             pyfit.fit(None, X, y, epochs=30, resume_from=path, scheduler=scheduler,
                       scheduler_kwargs=scheduler_kwargs, tol=None, **{"momentum": 0.9, **changed})
+
+
+@pytest.mark.parametrize("loss, torch_loss", [("mse", torch.nn.functional.mse_loss),
+                                               ("mae", torch.nn.functional.l1_loss)])
+def test_an_autograd_fit_of_one_output_against_flat_targets_is_the_hand_written_loop(loss, torch_loss):
+    # pyfit shapes the targets like the (N, 1) predictions for an elementwise loss; the values
+    # must be those of the loop that flattens the predictions instead
+    g = torch.Generator().manual_seed(4)
+    X, y = torch.randn(64, 3, generator=g), torch.randn(64, generator=g)
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+    hand = net()
+    opt = torch.optim.Adam(hand.parameters(), lr=0.01)
+    losses = []
+    for _ in range(6):
+        value = torch_loss(hand(X).reshape(y.shape), y)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+    result = pyfit.fit(net(), X, y, loss=loss, optimizer="adam", lr=0.01, epochs=6, tol=None)
+    assert result.backend.endswith("autograd")
+    assert result.history["loss"] == losses
+    for mine, theirs in zip(result.model.parameters(), hand.parameters()):
+        assert torch.equal(mine, theirs)
