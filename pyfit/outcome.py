@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .callbacks import far_above_best
 from .metrics import r2
+from .validation import all_finite
 
 # a returned loss this fraction above the first epoch's is above where the fit started (minibatch noise aside)
 ABOVE_START = 1e-2
@@ -215,8 +216,7 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
                 + (f" or momentum (now {momentum:g})" if momentum else "")
                 + ("" if lr_was_auto else " or leave it unset for lr='auto'")
                 + (f", and {scaling.rstrip(', ')}" if scaling else "")]
-    # a sum is finite only if every prediction is (one pass, no mask the size of pred)
-    if not bool(torch.isfinite(pred.sum())) and not bool(torch.isfinite(pred).all()):
+    if not all_finite(pred):
         return [f"the model's predictions are not finite; {_scaling_hint(standardized)}lower lr or leave it unset "
                 "for lr='auto'"]
     not_converged = _not_converged(losses, stop_reason, epochs, standardized, lr_was_auto)

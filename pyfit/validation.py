@@ -65,14 +65,16 @@ def _first_bad_type(array: np.ndarray) -> str:
     return "object"
 
 
+def all_finite(tensor: Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite, in one cheap pass where it is: NaN and inf
+    survive a sum, so only a non-finite sum (or one that overflowed) needs the exact check."""
+    return tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def _check_finite(tensor: Tensor, name: str) -> None:
-    # One cheap pass: NaN and inf survive a sum, so only a non-finite sum needs the
-    # slower search that says where the bad value is.
-    if tensor.numel() == 0 or torch.isfinite(tensor.sum()):
+    if all_finite(tensor):
         return
     bad = (~torch.isfinite(tensor)).nonzero()
-    if bad.numel() == 0:  # the sum overflowed, the values are fine
-        return
     where = tuple(int(i) for i in bad[0])
     value = tensor[where].item()
     location = f"row {where[0]}" + (f", column {where[1]}" if len(where) > 1 else "")
