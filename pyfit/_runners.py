@@ -447,42 +447,53 @@ class Autograd(Runner):
         # callbacks between calls may change the mode, the params or the optimizer; nothing inside a call does
         self.model.train()
         if not self.replayable:
-            self._checked_epochs(state, count, interrupted)
+            _record(state, *self._epochs(count, interrupted, checked=True)[:3])
             return
         # On the CPU the epochs are deterministic given the snapshot (params, optimizer and scheduler
         # state, row orders, torch's random numbers), so the guard costs one snapshot and one check of
         # the params per call: should a loss or a parameter turn non-finite, the call goes back to its
         # start and replays its epochs with a check after each, to stop where the last finite one ended.
         before = self._snapshot()
-        losses, lrs, stop, finite = self._unchecked_epochs(count, interrupted)
+        losses, lrs, stop, finite = self._epochs(count, interrupted, checked=False)
         if finite and self.finite.params_finite():
-            state.history["loss"].extend(losses)
-            state.history["lr"].extend(lrs)
-            state.epoch += len(losses)
-            if stop is not None:
-                stop(state)
+            _record(state, losses, lrs, stop)
             return
         before.restore()
         self.before = None
-        self._checked_epochs(state, count, interrupted)
+        _record(state, *self._epochs(count, interrupted, checked=True)[:3])
 
-    def _unchecked_epochs(self, count: int, interrupted: Callable[[], bool]):
-        """Up to ``count`` epochs with no snapshot between them: their losses and lrs, how the call
-        stopped early (a function of the fit's state) if it did, and False when it ended at a
-        non-finite loss (not counted)."""
+    def _epochs(self, count: int, interrupted: Callable[[], bool], checked: bool):
+        """Up to ``count`` epochs: their losses and lrs, how the call stopped early (a function of the
+        fit's state, for ``_record``) or None, and False when an unchecked call ended at a non-finite
+        loss (not counted; the caller replays). ``checked`` takes a snapshot before each epoch and checks
+        the loss and the params after it: a non-finite epoch is undone and stops the fit."""
         losses: List[float] = []
         lrs: List[float] = []
+        before = self._snapshot() if checked else None
         for done in range(count):
-            if done and interrupted():  # run() reports it, after the epochs done
-                break
+            if done:
+                if interrupted():  # run() reports it, after the epochs done
+                    break
+                if before is not None:
+                    before.take()
             lr = float(self.optimizer.param_groups[0]["lr"])
             total = self._epoch(interrupted)
             if total is None:
                 return losses, lrs, lambda state: state.stop(
                     INTERRUPTED, f"interrupted during epoch {state.epoch + 1}, which is not counted"), True
-            loss = float(total)
-            if not math.isfinite(loss):
-                return losses, lrs, None, False
+            if before is None:
+                loss = float(total)
+                finite = math.isfinite(loss)
+            else:
+                loss, finite = self.finite(total)
+            if not finite:
+                if before is None:
+                    return losses, lrs, None, False
+                # the scheduler has not stepped for this epoch; the rest goes back here
+                before.restore()
+                self.before = None
+                return losses, lrs, lambda state: state.stop(
+                    NON_FINITE, _non_finite_detail(loss, state.epoch + 1)), True
             losses.append(loss)
             lrs.append(lr)
             failure = self.step_scheduler()
@@ -490,33 +501,14 @@ class Autograd(Runner):
                 return losses, lrs, lambda state: stop_after_failed_step(state, failure), True
         return losses, lrs, None, True
 
-    def _checked_epochs(self, state: FitState, count: int, interrupted: Callable[[], bool]) -> None:
-        """Up to ``count`` epochs, with a snapshot before and a finiteness check after each."""
-        before = self._snapshot()
-        for done in range(count):
-            if done:
-                if interrupted():  # run() reports it, after the epochs done
-                    return
-                before.take()
-            lr = float(self.optimizer.param_groups[0]["lr"])
-            total = self._epoch(interrupted)
-            if total is None:
-                state.stop(INTERRUPTED, f"interrupted during epoch {state.epoch + 1}, which is not counted")
-                return
-            loss, finite = self.finite(total)
-            if not finite:
-                # the scheduler has not stepped for this epoch; the rest goes back here
-                before.restore()
-                self.before = None
-                state.stop(NON_FINITE, _non_finite_detail(loss, state.epoch + 1))
-                return
-            state.history["loss"].append(loss)
-            state.history["lr"].append(lr)
-            state.epoch += 1
-            failure = self.step_scheduler()
-            if failure is not None:
-                stop_after_failed_step(state, failure)
-                return
+
+def _record(state: FitState, losses: List[float], lrs: List[float], stop: Optional[Callable[[FitState], None]]):
+    """Add a call's epochs to the fit's history, then stop the fit as the call ended, if it did."""
+    state.history["loss"].extend(losses)
+    state.history["lr"].extend(lrs)
+    state.epoch += len(losses)
+    if stop is not None:
+        stop(state)
 
 
 def choose(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, *, precomputed_scheduler) -> Runner:
