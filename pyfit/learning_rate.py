@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -172,6 +172,41 @@ def _fused_full_batch(model: nn.Module, loss_fn: Any, optimizer: Any, X: Tensor,
     return FusedLinear(model, plan, optimizer, X, y, None, False, torch.Generator(), None)
 
 
+def _stepped_losses(trial: nn.Module, loss_fn: Any, optimizer: Any, X: Tensor, y: Tensor, rows: int,
+                    rates: Sequence[float]) -> Iterator[Tuple[float, float]]:
+    """``(lr, loss)`` for each rate in turn: the loss on the next batch before a step at that rate, then the
+    step once the next pair is asked for (a caller that stops asking takes no further step). Minibatch
+    losses are an exponential average, bias-corrected."""
+    from ._runners import match_prediction
+    from .optimizers import requires_closure
+
+    needs_closure = requires_closure(optimizer)
+    n = X.shape[0]
+    smoothed, start = 0.0, 0
+    for step, lr in enumerate(rates):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        xb, yb = X[start:start + rows], y[start:start + rows]
+        start = start + rows if start + rows < n else 0
+        loss = loss_fn(match_prediction(trial(xb), yb), yb, model=trial)
+        value = float(loss.detach())
+        smoothed = value if rows == n else 0.9 * smoothed + 0.1 * value
+        yield lr, smoothed if rows == n else smoothed / (1 - 0.9 ** (step + 1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if needs_closure:  # L-BFGS evaluates the loss again inside its step
+
+            def closure(xb=xb, yb=yb):
+                optimizer.zero_grad(set_to_none=True)
+                again = loss_fn(match_prediction(trial(xb), yb), yb, model=trial)
+                again.backward()
+                return again
+
+            optimizer.step(closure)
+        else:
+            optimizer.step()
+
+
 def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Tensor], float], Any],
                X: Tensor, y: Tensor, *, batch_size: Optional[int] = None, start_lr: float = 1e-6,
                end_lr: float = 10.0, steps: int = 100, title: str = "learning-rate range test") -> LRFinder:
@@ -181,24 +216,21 @@ def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Te
     taken in order (no random draws); the test stops early once the loss is four
     times its lowest or stops being finite.
     """
-    from ._runners import match_prediction
-    from .optimizers import requires_closure
-
     trial = copy.deepcopy(model)
     trial.train()
     params = [p for p in trial.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, start_lr)
-    needs_closure = requires_closure(optimizer)
-    n = X.shape[0]
-    rows = n if batch_size is None or batch_size >= n else batch_size
+    rows = X.shape[0] if batch_size is None or batch_size >= X.shape[0] else batch_size
     ratio = (end_lr / start_lr) ** (1.0 / max(steps - 1, 1))
+    rates = [start_lr * ratio ** step for step in range(steps)]
     lrs, losses = [], []
-    smoothed, best, start = 0.0, math.inf, 0
-    fused = _fused_full_batch(trial, loss_fn, optimizer, X, y) if rows == n else None
-    if fused is not None:
-        # the same steps in one compiled call; the stops below then cut the series where the loop would
-        rates = [start_lr * ratio ** step for step in range(steps)]
-        for lr, value in zip(rates, fused.epochs_at(rates)):
+    best = math.inf
+    # the same steps in one compiled call where the fused loop computes them, else one autograd step at a time
+    fused = _fused_full_batch(trial, loss_fn, optimizer, X, y) if rows == X.shape[0] else None
+    with torch.random.fork_rng(devices=[]):
+        series = zip(rates, fused.epochs_at(rates)) if fused is not None else \
+            _stepped_losses(trial, loss_fn, optimizer, X, y, rows, rates)
+        for lr, value in series:
             if not math.isfinite(value):
                 break
             lrs.append(lr)
@@ -206,38 +238,6 @@ def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Te
             best = min(best, value)
             if value > 4 * best:
                 break
-    with torch.random.fork_rng(devices=[]):
-        for step in range(0 if fused is not None else steps):
-            lr = start_lr * ratio ** step
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            xb, yb = X[start:start + rows], y[start:start + rows]
-            start = start + rows if start + rows < n else 0
-            loss = loss_fn(match_prediction(trial(xb), yb), yb, model=trial)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                break
-            # minibatch losses are noisy: an exponential average, bias-corrected
-            smoothed = value if rows == n else 0.9 * smoothed + 0.1 * value
-            shown = smoothed if rows == n else smoothed / (1 - 0.9 ** (step + 1))
-            lrs.append(lr)
-            losses.append(shown)
-            best = min(best, shown)
-            if shown > 4 * best:
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if needs_closure:  # L-BFGS evaluates the loss again inside its step
-
-                def closure(xb=xb, yb=yb):
-                    optimizer.zero_grad(set_to_none=True)
-                    again = loss_fn(match_prediction(trial(xb), yb), yb, model=trial)
-                    again.backward()
-                    return again
-
-                optimizer.step(closure)
-            else:
-                optimizer.step()
     if not losses:
         return LRFinder([], [], start_lr, f"the loss was not finite even at lr {start_lr:g}; the start lr is "
                                           "returned", title)
