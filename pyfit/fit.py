@@ -451,29 +451,27 @@ def _plan(model: Any, X: Any, y: Any, *, loss: Any, optimizer: Any, lr: Union[fl
 def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: Optional[str],
          checkpoint_every: Optional[int], threads: Optional[int]) -> FitResult:
     """Run a checked fit: build its scheduler, restore what it resumes, run its epochs and assess the result."""
-    built, loss_fn, opt, callbacks, config = plan.model, plan.loss_fn, plan.optimizer, plan.callbacks, plan.config
-    X, y, X_val, y_val, saved, resume_from = plan.X, plan.y, plan.X_val, plan.y_val, plan.saved, plan.resume_from
-    scheduler_factory, scheduler, seed, epochs = plan.scheduler_factory, plan.scheduler, plan.seed, plan.epochs
-    sched = scheduler_factory(opt) if scheduler_factory is not None else scheduler
+    model, opt, callbacks, saved = plan.model, plan.optimizer, plan.callbacks, plan.saved
+    sched = plan.scheduler_factory(opt) if plan.scheduler_factory is not None else plan.scheduler
     epoch_only = _epoch_only(sched)
     if not epoch_only:
         callbacks.append(LRScheduling(sched))
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-    state = FitState(model=built, optimizer=opt, epochs=epochs, scheduler=sched, generator=generator)
+    generator.manual_seed(plan.seed if plan.seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    state = FitState(model=model, optimizer=opt, epochs=plan.epochs, scheduler=sched, generator=generator)
     if saved is not None:
-        restore(saved, resume_from, model=built, optimizer=opt, scheduler=sched, state=state)
+        restore(saved, plan.resume_from, model=model, optimizer=opt, scheduler=sched, state=state)
         apply_optimizer_settings(opt, plan.changes)
-    runner = _runners.choose(built, loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
-                           precomputed_scheduler=sched if epoch_only else None)
+    runner = _runners.choose(model, plan.loss_fn, opt, plan.X, plan.y, plan.batch_size, plan.shuffle, generator,
+                             precomputed_scheduler=sched if epoch_only else None)
     started += _load_compiler_for(runner)
 
     def result() -> FitResult:
         return FitResult(
-            model=built, optimizer=opt, history=state.history, stop_reason=state.stop_reason,
+            model=model, optimizer=opt, history=state.history, stop_reason=state.stop_reason,
             stop_detail=state.stop_detail, backend=runner.name, epochs=state.epoch,
             seconds=time.perf_counter() - started, scheduler=sched, callbacks=callbacks, state=state,
-            config=config,
+            config=plan.config,
         )
 
     save = (lambda _: save_checkpoint(checkpoint, result())) if checkpoint is not None else None
@@ -482,11 +480,12 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     if state.stop_reason is None:
         state.stop(COMPLETED)
     final = result()
-    final.lr_chosen, final.lr_reason = float(opt.param_groups[0]["lr"]), plan.lr_reason or "given"
-    first_new_epoch = saved["epoch"] if saved is not None else 0  # a resumed fit's own epochs start there
-    if len(state.history["lr"]) > first_new_epoch:
-        final.lr_chosen = state.history["lr"][first_new_epoch]
-    assess(final, loss_fn, X, y, X_val, y_val)
+    # the lr of this fit's own first epoch (a resumed fit's start after the saved ones), else the optimizer's
+    first_new_epoch = saved["epoch"] if saved is not None else 0
+    lrs = state.history["lr"]
+    final.lr_chosen = lrs[first_new_epoch] if len(lrs) > first_new_epoch else float(opt.param_groups[0]["lr"])
+    final.lr_reason = plan.lr_reason or "given"
+    assess(final, plan.loss_fn, plan.X, plan.y, plan.X_val, plan.y_val)
     if checkpoint is not None:
         save_checkpoint(checkpoint, final)
     return final
