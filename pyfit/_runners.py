@@ -33,6 +33,7 @@ from . import ops
 from . import _fused_state
 from ._fusable import FusionPlan, declared_loss, fusion_plan
 from .callbacks import INTERRUPTED, NON_FINITE, FitState
+from ._shard import Shard
 from .losses import MSELoss, SSELoss
 from .optimizers import SGD, requires_closure
 from .schedulers import step_or_undo, stop_after_failed_step
@@ -320,10 +321,13 @@ class Autograd(Runner):
 
     def __init__(self, model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer, X: torch.Tensor,
                  y: torch.Tensor, batch_size: Optional[int], shuffle: bool, generator: torch.Generator,
-                 scheduler: Any):
+                 scheduler: Any, shard: Optional[Shard] = None):
         self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss_fn, optimizer, scheduler
         self.X, self.y = X, y
-        n = X.shape[0]
+        # under torchrun X and y are this rank's rows of the fit's; batches are drawn from all of them
+        self.shard = shard
+        n = X.shape[0] if shard is None else shard.total
+        self.rows = n
         self.batch_size = n if batch_size is None or batch_size >= n else batch_size
         self.generator = generator
         self.shuffled = shuffle and self.batch_size < n
@@ -367,16 +371,37 @@ class Autograd(Runner):
             return False
         return True
 
-    def _closure_step(self, xb: torch.Tensor, yb: torch.Tensor) -> Optional[torch.Tensor]:
+    def _backward(self, xb: torch.Tensor, yb: torch.Tensor, rows: int) -> torch.Tensor:
+        """The batch's loss, with the params' gradients of it (``rows``: the batch's size over all ranks).
+
+        Under torchrun xb and yb are this rank's rows of the batch, and the loss and
+        gradients returned are the whole batch's: every rank's, added together.
+        """
+        if self.shard is None:
+            loss = self._batch_loss(xb, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            return loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._batch_loss(xb, yb) if xb.shape[0] else None
+        if loss is not None:
+            loss.backward()
+        # a mean over the batch is the ranks' means weighted by their shares of its rows
+        share = 1.0 if self.sum_reduction else xb.shape[0] / rows
+        return self.shard.add_gradients(self._trained, loss, share)
+
+    @property
+    def _trained(self) -> List[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+    def _closure_step(self, xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
         """``optimizer.step(closure)``; returns the batch's loss at the parameters the step began from
         (the closure's first evaluation), as the plain step records it, or None when the step overflowed."""
         losses: List[torch.Tensor] = []
 
         def closure() -> torch.Tensor:
             with torch.enable_grad():  # a step may run under no_grad and not turn it back on
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = self._batch_loss(xb, yb)
-                loss.backward()
+                loss = self._backward(xb, yb, rows)
             losses.append(loss.detach())
             return loss
 
@@ -390,23 +415,23 @@ class Autograd(Runner):
     def _epoch(self, interrupted: Callable[[], bool]) -> Optional[torch.Tensor]:
         """One epoch; returns its loss (a 0-dim tensor on the data's device: no host sync here; float64
         when summed over minibatches), inf when a step overflowed, or None when interrupted part-way."""
-        n = self.X.shape[0]
+        n = self.rows
         order = _order(self.generator, n) if self.shuffled else None
         total = None
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            if order is None:
+            if self.shard is not None:
+                xb, yb = self.shard.batch(self.X, self.y, order, start, stop)
+            elif order is None:
                 # full batch: the data itself, with no view to make every epoch
                 xb, yb = (self.X, self.y) if stop - start == n else (self.X[start:stop], self.y[start:stop])
             else:
                 rows = order[start:stop].to(self.X.device)
                 xb, yb = self.X[rows], self.y[rows]
             if self.needs_closure:
-                loss = self._closure_step(xb, yb)
+                loss = self._closure_step(xb, yb, stop - start)
             else:
-                loss = self._batch_loss(xb, yb)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = self._backward(xb, yb, stop - start)
                 if not self._step():
                     loss = None
             if loss is None:  # the step overflowed
@@ -511,8 +536,18 @@ def _record(state: FitState, losses: List[float], lrs: List[float], stop: Option
         stop(state)
 
 
-def choose(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, *, precomputed_scheduler) -> Runner:
+def choose(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, *, precomputed_scheduler,
+           shard: Optional[Shard] = None) -> Runner:
     """The fastest runner that computes exactly what autograd with this optimizer would."""
+    if shard is not None:
+        from ._summed_linear import SummedLinear, summed_plan
+
+        summed = summed_plan(model, loss_fn, optimizer, X)
+        if summed is not None:
+            return SummedLinear(model, summed, loss_fn, optimizer, X, y, batch_size, shuffle, generator,
+                                precomputed_scheduler, shard)
+        return Autograd(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, precomputed_scheduler,
+                        shard)
     plan = fusion_plan(model, loss_fn, optimizer, X)
     if plan is not None:
         return FusedLinear(model, plan, optimizer, X, y, batch_size, shuffle, generator,
@@ -540,6 +575,14 @@ def _interrupt_flag() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _agreed(world: Any, flag: Callable[[], bool]) -> Callable[[], bool]:
+    def any_rank() -> bool:
+        raised = torch.tensor([1.0 if flag() else 0.0], dtype=torch.float64)
+        return bool(world.max(raised, "whether to stop") > 0)
+
+    return any_rank
+
+
 def _progress_bar(progress: Optional[bool], epochs: int):
     show = progress if progress is not None else (epochs >= 100 and sys.stderr.isatty())
     if not show:
@@ -551,7 +594,8 @@ def _progress_bar(progress: Optional[bool], epochs: int):
 
 
 def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optional[bool], *,
-        checkpoint_every: Optional[int] = None, save: Optional[Callable[[FitState], None]] = None) -> None:
+        checkpoint_every: Optional[int] = None, save: Optional[Callable[[FitState], None]] = None,
+        world: Any = None) -> None:
     """Drive ``runner`` to the end of the fit, running callbacks and honouring stop requests.
 
     With ``save`` and ``checkpoint_every``, ``save(state)`` runs after every epoch
@@ -561,7 +605,7 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
     for callback in callbacks:
         callback.on_fit_start(state)
     per_epoch = any(getattr(callback, "per_epoch", True) for callback in callbacks)
-    bar = _progress_bar(progress, state.epochs - state.epoch)
+    bar = _progress_bar(progress if world is None or world.writes else False, state.epochs - state.epoch)
     chunk = max(1, min(runner.max_epochs_per_call, _WORK_PER_CALL // max(runner.work_per_epoch, 1)))
     # a callback that checks every so many epochs (a convergence test) ends the chunks on multiples of
     # that, so a resumed fit is checked after the same epochs as an unbroken one
@@ -573,7 +617,9 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
         chunk = min(chunk, max(1, state.epochs // 100))
     every = checkpoint_every if save is not None else None
     try:
-        with _interrupt_flag() as interrupted:
+        with _interrupt_flag() as own_flag:
+            # under torchrun a Ctrl-C on any rank stops them all after the same step
+            interrupted = own_flag if world is None else _agreed(world, own_flag)
             while state.epoch < state.epochs and state.stop_reason is None:
                 before = state.epoch
                 count = min(chunk, state.epochs - state.epoch)

@@ -24,3 +24,7 @@ class DataError(InputError):
 
 class CheckpointError(InputError):
     """A file that is not a readable pyfit checkpoint (truncated, foreign, or from an unknown format)."""
+
+
+class DistributedError(RuntimeError):
+    """A data-parallel fit whose ranks stopped working together: one died, hung or failed on its own."""

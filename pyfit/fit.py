@@ -17,7 +17,8 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 import torch
 from torch import nn
 
-from . import _runners, defaults
+from . import _runners, defaults, distributed
+from ._shard import Shard
 from .callbacks import COMPLETED, Callback, Convergence, FitState, LRScheduling
 from ._checkpoint_schema import check_restorable
 from .checkpoint import constructor_settings, read_checkpoint, registry_name, restore, save_checkpoint
@@ -325,14 +326,15 @@ def fit(
     [3.0, 0.8]
     """
     started = time.perf_counter()
-    plan = _plan(model, X, y, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+    world = distributed.current()
+    plan = _plan(model, X, y, world=world, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
                  shuffle=shuffle, seed=seed, standardize=standardize, tol=tol, n_iter_no_change=n_iter_no_change,
                  validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                  scheduler=scheduler, callbacks=callbacks, model_kwargs=model_kwargs, loss_kwargs=loss_kwargs,
                  scheduler_kwargs=scheduler_kwargs, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
                  resume_from=resume_from, threads=threads, optimizer_kwargs=optimizer_kwargs)
     return _run(plan, started, progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                threads=threads)
+                threads=threads, world=world)
 
 
 @dataclass
@@ -359,9 +361,10 @@ class _Plan:
     resume_from: Optional[str]
     changes: Dict[str, Any]  # optimizer settings a resumed fit changes
     lr_reason: Optional[str]
+    shard: Optional[Shard] = None  # under torchrun: this rank's rows of X and y, which its epochs run on
 
 
-def _plan(model: Any, X: Any, y: Any, *, loss: Any, optimizer: Any, lr: Union[float, str, None],
+def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], loss: Any, optimizer: Any, lr: Union[float, str, None],
           epochs: Optional[int], batch_size: Optional[int], shuffle: bool, seed: Optional[int],
           standardize: Optional[bool], tol: Union[float, str, None], n_iter_no_change: int, validation_data: Any,
           validation_split: Optional[float], metrics: Iterable[str], scheduler: Any, callbacks: Iterable[Callback],
@@ -384,6 +387,9 @@ def _plan(model: Any, X: Any, y: Any, *, loss: Any, optimizer: Any, lr: Union[fl
     stopper = Convergence(tol, n_iter_no_change) if tol is not None else None
     check_checkpoint_settings(checkpoint, checkpoint_every, resume_from)
     seed = check_seed(seed)
+    if world is not None and seed is None:
+        # the ranks build the same model and draw the same batches: rank 0's random seed for all
+        seed = world.agree(int(torch.randint(0, 2**62, (1,)).item()), "the seed")
     scheduler_kwargs = dict(scheduler_kwargs or {})
     check_scheduler_settings(scheduler_kwargs)
     saved = read_checkpoint(resume_from) if resume_from is not None else None
@@ -442,14 +448,17 @@ def _plan(model: Any, X: Any, y: Any, *, loss: Any, optimizer: Any, lr: Union[fl
             # the settings in effect, the saved ones with this fit's changes
             config["lr"] = saved["config"].get("lr") if lr is None else lr
             config["optimizer_kwargs"] = {**(saved["config"].get("optimizer_kwargs") or {}), **optimizer_kwargs}
+    # under torchrun every rank holds all of X and y: the statistics, lr="auto", validation and the closing
+    # assessment above and after are the single-process ones; the epochs run on this rank's rows
+    shard = None if world is None else Shard(world, *world.shard(X.shape[0]), X.shape[0])
     return _Plan(model=built, loss_fn=loss_fn, optimizer=opt, scheduler=scheduler, scheduler_factory=scheduler_factory,
                  scheduler_like=scheduler_like, X=X, y=y, X_val=X_val, y_val=y_val, epochs=epochs,
                  batch_size=batch_size, shuffle=shuffle, seed=seed, callbacks=callbacks, config=config, saved=saved,
-                 resume_from=resume_from, changes=changes, lr_reason=lr_reason)
+                 resume_from=resume_from, changes=changes, lr_reason=lr_reason, shard=shard)
 
 
 def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: Optional[str],
-         checkpoint_every: Optional[int], threads: Optional[int]) -> FitResult:
+         checkpoint_every: Optional[int], threads: Optional[int], world: Optional[distributed.World]) -> FitResult:
     """Run a checked fit: build its scheduler, restore what it resumes, run its epochs and assess the result."""
     model, opt, callbacks, saved = plan.model, plan.optimizer, plan.callbacks, plan.saved
     sched = plan.scheduler_factory(opt) if plan.scheduler_factory is not None else plan.scheduler
@@ -462,8 +471,10 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     if saved is not None:
         restore(saved, plan.resume_from, model=model, optimizer=opt, scheduler=sched, state=state)
         apply_optimizer_settings(opt, plan.changes)
-    runner = _runners.choose(model, plan.loss_fn, opt, plan.X, plan.y, plan.batch_size, plan.shuffle, generator,
-                             precomputed_scheduler=sched if epoch_only else None)
+    shard = plan.shard
+    X, y = (plan.X, plan.y) if shard is None else (plan.X[shard.start:shard.stop], plan.y[shard.start:shard.stop])
+    runner = _runners.choose(model, plan.loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
+                             precomputed_scheduler=sched if epoch_only else None, shard=shard)
     started += _load_compiler_for(runner)
 
     def result() -> FitResult:
@@ -474,9 +485,13 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
             config=plan.config,
         )
 
-    save = (lambda _: save_checkpoint(checkpoint, result())) if checkpoint is not None else None
+    writes = world is None or world.writes  # under torchrun rank 0 alone writes the checkpoint
+    save = None
+    if checkpoint is not None:  # every rank ends its calls on the same epochs
+        save = (lambda _: save_checkpoint(checkpoint, result())) if writes else (lambda _: None)
     with fit_threads(runner.work_per_step, threads):
-        _runners.run(runner, state, callbacks, progress, checkpoint_every=checkpoint_every, save=save)
+        _runners.run(runner, state, callbacks, progress, checkpoint_every=checkpoint_every, save=save,
+                     world=world)
     if state.stop_reason is None:
         state.stop(COMPLETED)
     final = result()
@@ -486,7 +501,7 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     final.lr_chosen = lrs[first_new_epoch] if len(lrs) > first_new_epoch else float(opt.param_groups[0]["lr"])
     final.lr_reason = plan.lr_reason or "given"
     assess(final, plan.loss_fn, plan.X, plan.y, plan.X_val, plan.y_val)
-    if checkpoint is not None:
+    if checkpoint is not None and writes:
         save_checkpoint(checkpoint, final)
     return final
 
