@@ -70,20 +70,7 @@ def largest_curvature(Z: Tensor) -> Tuple[float, bool]:
     n, p = Z.shape
     Z64 = Z.double()
     if p <= _MAX_SQUARED_COLUMNS and n * p * p <= _MAX_GRAM_WORK:
-        gram = Z64.T @ Z64 / n
-        trace = float(torch.trace(gram))
-        if trace <= 0:
-            return 0.0, True
-        # G ** (2 ** j) = exp(log_size) * B_j with trace(B_j) = 1: normalizing keeps the powers in range
-        squarings = max(1, math.ceil(math.log2(max(math.log(p) / math.log(_BOUND_SLACK), 1.0))))
-        power, log_size = gram / trace, math.log(trace)
-        for _ in range(squarings):
-            power = power @ power
-            size = float(torch.trace(power))
-            log_size = 2 * log_size + math.log(size)
-            power = power / size
-        # one part in 1e9 covers the rounding of the squarings in float64
-        return math.exp(log_size / 2 ** squarings) * (1 + 1e-9), True
+        return gram_bound(Z64.T @ Z64 / n), True
     generator = torch.Generator(device="cpu").manual_seed(0)
     v = torch.randn(p, dtype=torch.float64, generator=generator).to(Z.device)
     value = 0.0
@@ -95,6 +82,24 @@ def largest_curvature(Z: Tensor) -> Tuple[float, bool]:
             return 0.0, False
         v = w / norm
     return value * _POWER_MARGIN, False
+
+
+def gram_bound(gram: Tensor) -> float:
+    """A guaranteed upper bound, within a few percent, on the largest eigenvalue of a (P, P) Gram matrix."""
+    p = gram.shape[0]
+    trace = float(torch.trace(gram))
+    if trace <= 0:
+        return 0.0
+    # G ** (2 ** j) = exp(log_size) * B_j with trace(B_j) = 1: normalizing keeps the powers in range
+    squarings = max(1, math.ceil(math.log2(max(math.log(p) / math.log(_BOUND_SLACK), 1.0))))
+    power, log_size = gram / trace, math.log(trace)
+    for _ in range(squarings):
+        power = power @ power
+        size = float(torch.trace(power))
+        log_size = 2 * log_size + math.log(size)
+        power = power / size
+    # one part in 1e9 covers the rounding of the squarings in float64
+    return math.exp(log_size / 2 ** squarings) * (1 + 1e-9)
 
 
 def squared_error_lr(design: Tensor, bias: bool, outputs: int, reduction: str, batch_size: Optional[int],
@@ -109,9 +114,18 @@ def squared_error_lr(design: Tensor, bias: bool, outputs: int, reduction: str, b
     n = Z.shape[0]
     curvature, proven = largest_curvature(Z)
     rows = n if batch_size is None or batch_size >= n else batch_size
+    largest_row = float((Z.double() ** 2).sum(1).max()) if rows < n else 0.0
+    return lr_for_curvature(curvature, proven, largest_row, n, outputs, reduction, batch_size, weight_decay,
+                            momentum)
+
+
+def lr_for_curvature(curvature: float, proven: bool, largest_row: float, n: int, outputs: int, reduction: str,
+                     batch_size: Optional[int], weight_decay: float = 0.0, momentum: float = 0.0) -> Tuple[float, str]:
+    """squared_error_lr from the design's largest curvature (the top eigenvalue of its Gram matrix over
+    its n rows) and, for minibatches, its largest squared row norm."""
+    rows = n if batch_size is None or batch_size >= n else batch_size
     if rows < n:
         # the largest curvature a batch of `rows` rows shows, in expectation (see the module's docstring)
-        largest_row = float((Z.double() ** 2).sum(1).max())
         curvature = (largest_row + (rows - 1) * curvature) / rows
     # the loss's Hessian per output: 2 / outputs * G_batch (mean), 2 * rows * G_batch (sum)
     factor = 2.0 / outputs if reduction == "mean" else 2.0 * rows

@@ -12,6 +12,7 @@ returns one sentence per problem, each with a concrete next step.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
@@ -41,6 +42,24 @@ def _next_steps(first: str, standardized: bool, lr_was_auto: bool) -> str:
     return ", or ".join(steps)
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What the diagnosis reads of a model's predictions for the training targets: how many rows, whether
+    every prediction is finite, and the spread (standard deviation, per output) of the targets and of the
+    predictions. Taken from tensors, or added up over chunks and ranks (``pyfit._file_rows``)."""
+
+    rows: int
+    finite: bool
+    spread_y: Tensor
+    spread_pred: Tensor
+
+    @classmethod
+    def of(cls, y: Tensor, pred: Tensor) -> "Predictions":
+        y = y.double().reshape(y.shape[0], -1)
+        pred = pred.double().reshape(y.shape)
+        return cls(y.shape[0], all_finite(pred), y.std(0, correction=0), pred.std(0, correction=0))
+
+
 def _scores(model, loss_fn, X: Tensor, y: Tensor, prefix: str = "") -> tuple:
     """y and the model's predictions for X, both (N, K) float64, and ``{prefix + name: value}`` for the
     loss and every metric."""
@@ -64,8 +83,6 @@ def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None
     ``result.returned_loss`` is the training loss, ``result.scores`` maps
     ``loss``, ``r2``, ``rmse``, ``mae`` (and ``val_...``) to their values.
     """
-    from .scaling import Standardized
-
     model = result.model
     was_training = model.training
     model.eval()
@@ -75,12 +92,19 @@ def assess(result, loss_fn, X: Tensor, y: Tensor, X_val: Optional[Tensor] = None
             scores.update(_scores(model, loss_fn, X_val, y_val, "val_")[2])
     finally:
         model.train(was_training)
+    judge(result, scores, Predictions.of(y, pred))
+
+
+def judge(result, scores: dict, predictions: Predictions) -> None:
+    """Give ``result`` its ``scores`` (see assess) and the warnings they and its history call for."""
+    from .scaling import Standardized
+
     result.returned_loss, result.scores = scores["loss"], scores
-    result.warnings = diagnose(result.history["loss"], result.stop_reason, result.stop_detail, y, pred,
-                               epochs=result.epochs, lr=result.lr_chosen,
-                               standardized=isinstance(model, Standardized),
-                               lr_was_auto=result.lr_reason.startswith("auto"), final_loss=scores["loss"],
-                               momentum=_momentum(result.optimizer), r2_score=scores["r2"])
+    result.warnings = _diagnose(result.history["loss"], result.stop_reason, result.stop_detail, predictions,
+                                epochs=result.epochs, lr=result.lr_chosen,
+                                standardized=isinstance(result.model, Standardized),
+                                lr_was_auto=result.lr_reason.startswith("auto"), final_loss=scores["loss"],
+                                momentum=_momentum(result.optimizer), r2_score=scores["r2"])
 
 
 def _above_start(start: float, final_loss: float) -> bool:
@@ -174,11 +198,9 @@ def _worse_than_mean(score: float, standardized: bool, lr_was_auto: bool, crawli
     return f"the fit is worse than predicting the mean of y (R² {score:.3g} < 0); {steps}"
 
 
-def _constant(y: Tensor, pred: Tensor, standardized: bool) -> Optional[str]:
-    y = y.double().reshape(y.shape[0], -1)
-    pred = pred.double().reshape(y.shape)
-    spread_y, spread_pred = y.std(0, correction=0), pred.std(0, correction=0)
-    if y.shape[0] < 2 or not bool((spread_y > 0).all()):
+def _constant(predictions: Predictions, standardized: bool) -> Optional[str]:
+    spread_y, spread_pred = predictions.spread_y, predictions.spread_pred
+    if predictions.rows < 2 or not bool((spread_y > 0).all()):
         return None
     if not bool((spread_pred <= 1e-6 * spread_y).any()):
         return None
@@ -206,6 +228,16 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
     >>> diagnose([3.0, 2.0, 1.0], "completed", "", y, torch.full((3,), 10.0), epochs=3)[0][:40]
     'the fit is worse than predicting the mea'
     """
+    if r2_score is None and y.shape[0] > 1:
+        r2_score = r2(y, pred)
+    return _diagnose(losses, stop_reason, stop_detail, Predictions.of(y, pred), epochs=epochs, lr=lr,
+                     standardized=standardized, lr_was_auto=lr_was_auto, final_loss=final_loss, momentum=momentum,
+                     r2_score=r2_score)
+
+
+def _diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, predictions: Predictions, *,
+              epochs: int, lr: Optional[float], standardized: bool, lr_was_auto: bool, final_loss: Optional[float],
+              momentum: float, r2_score: Optional[float]) -> List[str]:
     final_loss = final_loss if final_loss is not None else (losses[-1] if losses else math.nan)
     how = stop_detail if stop_reason == "non_finite" else divergence(losses, final_loss)
     if how is not None:
@@ -216,15 +248,15 @@ def diagnose(losses: Sequence[float], stop_reason: str, stop_detail: str, y: Ten
                 + (f" or momentum (now {momentum:g})" if momentum else "")
                 + ("" if lr_was_auto else " or leave it unset for lr='auto'")
                 + (f", and {scaling.rstrip(', ')}" if scaling else "")]
-    if not all_finite(pred):
+    if not predictions.finite:
         return [f"the model's predictions are not finite; {_scaling_hint(standardized)}lower lr or leave it unset "
                 "for lr='auto'"]
     not_converged = _not_converged(losses, stop_reason, epochs, standardized, lr_was_auto)
     oscillating = _oscillating(losses, lr, lr_was_auto)
-    score = math.nan if y.shape[0] <= 1 else r2_score if r2_score is not None else r2(y, pred)
+    score = math.nan if predictions.rows <= 1 or r2_score is None else r2_score
     # a loss that fell less than a tenth from where it started has barely moved: the steps are too short
     crawling = not_converged is not None or (len(losses) > 1 and losses[-1] >= 0.9 * losses[0])
     found = [not_converged, oscillating,
              _worse_than_mean(score, standardized, lr_was_auto, crawling, oscillating is not None),
-             _constant(y, pred, standardized)]
+             _constant(predictions, standardized)]
     return [message for message in found if message]
