@@ -22,6 +22,7 @@ from ._version import __version__
 # them all, in this order, as `import pyfit` once did: the registries then hold every built-in
 _HOMES = {
     "ops": "ops",
+    "distributed": "distributed",
     "BestParameters": "callbacks",
     "Callback": "callbacks",
     "Convergence": "callbacks",
@@ -37,6 +38,7 @@ _HOMES = {
     "load_data": "data",
     "CheckpointError": "errors",
     "DataError": "errors",
+    "DistributedError": "errors",
     "InputError": "errors",
     "PluginError": "errors",
     "UnknownNameError": "errors",
@@ -62,14 +64,20 @@ _HOMES = {
     "SCHEDULERS": "registry",
     "Registry": "registry",
     "FitResult": "result",
+    "RowFile": "row_files",
+    "open_rows": "row_files",
     "build_scheduler": "schedulers",
 }
+
+
+# public names that are modules themselves
+_SUBPACKAGES = ("ops", "distributed")
 
 
 def _import_public_names() -> None:
     for name, home in _HOMES.items():
         module = importlib.import_module(f"{__name__}.{home}")
-        globals()[name] = module if name == "ops" else getattr(module, name)
+        globals()[name] = module if name in _SUBPACKAGES else getattr(module, name)
 
 
 def __getattr__(name: str) -> Any:
@@ -83,8 +91,8 @@ def __getattr__(name: str) -> Any:
         return Regressor
     if name not in _HOMES:
         raise AttributeError(f"module 'pyfit' has no attribute {name!r}")
-    if name == "ops":  # the subpackage alone: pyfit's own modules `from . import ops` while they load
-        return importlib.import_module(f"{__name__}.ops")
+    if name in _SUBPACKAGES:  # the module alone: pyfit's own modules `from . import ops` while they load
+        return importlib.import_module(f"{__name__}.{name}")
     _import_public_names()
     return globals()[name]
 
@@ -99,7 +107,7 @@ class _Package(types.ModuleType):
     functions, whichever of their modules is imported first."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _HOMES.get(name) == name != "ops":
+        if isinstance(value, types.ModuleType) and _HOMES.get(name) == name and name not in _SUBPACKAGES:
             value = getattr(value, name)
         super().__setattr__(name, value)
 
@@ -115,6 +123,7 @@ __all__ = [
     "Convergence",
     "DataError",
     "Dataset",
+    "DistributedError",
     "EarlyStopping",
     "FitResult",
     "FitState",
@@ -131,6 +140,7 @@ __all__ = [
     "Polynomial",
     "Registry",
     "Regressor",
+    "RowFile",
     "SCHEDULERS",
     "SGD",
     "UnknownNameError",
@@ -140,10 +150,12 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "compare",
+    "distributed",
     "find_lr",
     "fit",
     "load_checkpoint",
     "load_data",
+    "open_rows",
     "ops",
     "plot_fit",
     "plot_loss",

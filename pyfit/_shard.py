@@ -18,9 +18,10 @@ from .distributed import World
 
 
 class Shard:
-    """Rows ``[start, stop)`` of ``total``, held by this rank of ``world``."""
+    """Rows ``[start, stop)`` of ``total``, held by this rank of ``world`` (None: a single process, which holds
+    them all but reads them a chunk at a time)."""
 
-    def __init__(self, world: World, start: int, stop: int, total: int):
+    def __init__(self, world: Optional[World], start: int, stop: int, total: int):
         self.world, self.start, self.stop, self.total = world, start, stop, total
 
     def local_rows(self, order: Optional[torch.Tensor], begin: int, end: int) -> Union[slice, torch.Tensor]:
@@ -42,7 +43,7 @@ class Shard:
 
     def sum(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
         """``tensor`` added over the ranks, in place."""
-        return self.world.sum(tensor, what)
+        return tensor if self.world is None else self.world.sum(tensor, what)
 
     def add_gradients(self, params: List[torch.Tensor], loss: Optional[torch.Tensor],
                       share: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -60,9 +60,15 @@ class SummedLinear(Autograd):
 
     def __init__(self, model: nn.Module, loss: LinearLoss, loss_fn: Any, optimizer: torch.optim.Optimizer,
                  X: torch.Tensor, y: torch.Tensor, batch_size: Optional[int], shuffle: bool,
-                 generator: torch.Generator, scheduler: Any, shard: Shard):
+                 generator: torch.Generator, scheduler: Any, shard: Shard,
+                 chunks: Optional[Callable[[], Iterator[Tuple[torch.Tensor, torch.Tensor]]]] = None):
         super().__init__(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, scheduler, shard)
         self.loss = loss
+        # streamed rows (full batch only) are read again at every step: chunks() yields them, X and y are
+        # their first row; else X and y are this process's rows
+        self.chunks = chunks
+        if chunks is not None:
+            self.work_per_epoch = (shard.stop - shard.start) * X.shape[1]
         with torch.no_grad():
             self.features = model.design_matrix(X).contiguous()
         self.targets = y.reshape(y.shape[0], -1).contiguous()
@@ -75,6 +81,17 @@ class SummedLinear(Autograd):
     def _sums(self, rows: Union[slice, torch.Tensor]) -> torch.Tensor:
         """The loss and gradient sums over this rank's ``rows`` (a slice or row positions)."""
         params = [p.detach() for p in (self.weight, self.bias) if p is not None]
+        if self.chunks is not None:
+            total = None
+            for X, y in self.chunks():
+                with torch.no_grad():
+                    features = self.model.design_matrix(X).contiguous()
+                part = ops.linear_sums(features, y.reshape(y.shape[0], -1).contiguous(), params,
+                                       loss=self.loss.kind, delta=self.loss.delta)
+                total = part if total is None else total.add_(part)
+            if total is None:  # a rank with no rows adds nothing
+                total = torch.zeros(1 + self.outputs * (1 + self.width), dtype=torch.float64)
+            return total
         if isinstance(rows, slice):
             X, y, rows = self.features[rows], self.targets[rows], None
         else:

@@ -28,3 +28,6 @@ COMPARE_OPTIMIZERS = ("sgd", "adam")
 DEMO_EPOCHS = 3000
 DEMO_LR = 0.1
 DEMO_SEED = 0
+# a fit on a data file (pyfit.open_rows, pyfit fit FILE) holds at most about this many MB of
+# its rows at once: rows beyond it are read again a chunk of this size at a time every epoch
+CHUNK_MB = 256.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +29,10 @@ from .learning_rate import is_least_squares_sgd, starting_lr
 from .losses import as_loss, build_loss
 from .models import build_model
 from .optimizers import build_optimizer
-from .outcome import assess
+from .outcome import assess, judge
+from ._file_rows import FileRows, auto_lr_over, refuse_unsupported
+from ._summed_linear import SummedLinear, summed_plan
+from .row_files import RowFile
 from .predict import model_dtype_device
 from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
 from .result import FitResult
@@ -255,6 +259,7 @@ def fit(
     checkpoint_every: Optional[int] = None,
     resume_from: Optional[str] = None,
     threads: Optional[int] = None,
+    chunk_mb: float = defaults.CHUNK_MB,
     **optimizer_kwargs: Any,
 ) -> FitResult:
     """Fit ``model`` to ``(X, y)`` and return a :class:`FitResult`.
@@ -319,6 +324,24 @@ def fit(
     ``torch.get_num_threads()``, which is the same after the fit); ``threads=N``
     runs them on N.
 
+    ``X`` may be a data file opened with ``pyfit.open_rows(path, target=...)`` (then
+    ``y=None``): a ``.npy`` array, a CSV file, or a directory of ``.npy`` or CSV
+    shards. Its rows are read into memory when they fit in ``chunk_mb`` megabytes;
+    beyond that a linear or polynomial model under mse, sse, mae or huber is fit by
+    streaming: every epoch reads the rows again, ``chunk_mb`` at a time, adds the
+    compiled gradient sums of the chunks and takes one full-batch step, so memory
+    holds about one chunk whatever the file's size.
+
+    Under ``torchrun --nproc-per-node N`` every process runs the same script and the
+    fit is data-parallel (``pyfit.distributed``): each rank takes its contiguous
+    share of the rows, each step adds the ranks' gradients before the one update
+    they all apply, and every rank returns the same model. ``batch_size`` is the
+    batch over all ranks, drawn as a single process draws it, so the fit is the
+    single-process fit up to rounding, and a checkpoint (written by rank 0)
+    resumes on any number of ranks. Given tensors, every rank holds them all, and
+    the statistics, ``lr="auto"`` and scores are the single-process ones; given a
+    file, each rank reads only its own rows, and they come from sums over the ranks.
+
     >>> import torch, pyfit
     >>> x = torch.rand(50); y = 3 * x + 0.8
     >>> result = pyfit.fit("linear", x, y, lr=0.1, epochs=3000, seed=0)
@@ -327,7 +350,7 @@ def fit(
     """
     started = time.perf_counter()
     world = distributed.current()
-    plan = _plan(model, X, y, world=world, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+    plan = _plan(model, X, y, world=world, chunk_mb=chunk_mb, loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
                  shuffle=shuffle, seed=seed, standardize=standardize, tol=tol, n_iter_no_change=n_iter_no_change,
                  validation_data=validation_data, validation_split=validation_split, metrics=metrics,
                  scheduler=scheduler, callbacks=callbacks, model_kwargs=model_kwargs, loss_kwargs=loss_kwargs,
@@ -362,9 +385,10 @@ class _Plan:
     changes: Dict[str, Any]  # optimizer settings a resumed fit changes
     lr_reason: Optional[str]
     shard: Optional[Shard] = None  # under torchrun: this rank's rows of X and y, which its epochs run on
+    rows: Optional[FileRows] = None  # a data file's rows this process fits on (X and y: in memory, or the first)
 
 
-def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], loss: Any, optimizer: Any, lr: Union[float, str, None],
+def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chunk_mb: float, loss: Any, optimizer: Any, lr: Union[float, str, None],
           epochs: Optional[int], batch_size: Optional[int], shuffle: bool, seed: Optional[int],
           standardize: Optional[bool], tol: Union[float, str, None], n_iter_no_change: int, validation_data: Any,
           validation_split: Optional[float], metrics: Iterable[str], scheduler: Any, callbacks: Iterable[Callback],
@@ -400,14 +424,23 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], los
         dtype = _saved_dtype(saved, resume_from)
     if isinstance(model, nn.Module):
         dtype, device = model_dtype_device(model)
-    X, y = check_fit_data(X, y, dtype)
+    rows = None
+    if isinstance(X, RowFile):
+        rows = _file_rows(X, y, world, chunk_mb, dtype, validation=validation_data is not None or
+                          validation_split is not None, metrics=list(metrics), batch_size=batch_size)
+        X, y = rows.X, rows.y
+        if world is None and not rows.streamed:  # all the rows in memory: an ordinary fit of them
+            rows = None
+    if rows is None:
+        X, y = check_fit_data(X, y, dtype)
     if device is not None:
         X, y = X.to(device), y.to(device)
     X, y, X_val, y_val = held_out(X, y, validation_data, validation_split, seed)
     built = _resolve_model(model, X, y, seed, model_kwargs)
     check_features(X, getattr(built, "in_features", None))
     check_outputs(y, getattr(built, "out_features", None))
-    built = with_scaling(built, X, standardize, None if saved is None else saved["model"], resume_from)
+    built = with_scaling(built, X, standardize, None if saved is None else saved["model"], resume_from,
+                         statistics=None if rows is None else rows.feature_statistics)
     loss_fn = build_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else as_loss(loss)
     if loss_kwargs and not isinstance(loss, str):
         raise TypeError("loss_kwargs only applies when the loss is given by name")
@@ -417,8 +450,13 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], los
         epochs = defaults.EPOCHS_LEAST_SQUARES if cheap else defaults.EPOCHS
     resumed_settings = _saved_optimizer_settings(saved, optimizer)
     lr, lr_reason = starting_lr(lr, optimizer, optimizer_kwargs, resumed_settings is not None, built, loss_fn, X, y,
-                                batch_size)
+                                batch_size, choose=None if rows is None else auto_lr_over(rows))
     opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, resumed_settings)
+    if rows is not None and rows.streamed and summed_plan(built, loss_fn, opt, X) is None:
+        raise InputError(f"{rows.file.path} has more rows than fit in chunk_mb={chunk_mb:g} MB, and a streamed "
+                         "fit needs a linear or polynomial model under mse, sse, mae or huber, with an optimizer "
+                         "that steps without a closure: raise chunk_mb to hold the rows in memory, or fit such "
+                         "a model")
     scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
     scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt, epochs, saved is not None)
 
@@ -450,11 +488,11 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], los
             config["optimizer_kwargs"] = {**(saved["config"].get("optimizer_kwargs") or {}), **optimizer_kwargs}
     # under torchrun every rank holds all of X and y: the statistics, lr="auto", validation and the closing
     # assessment above and after are the single-process ones; the epochs run on this rank's rows
-    shard = None if world is None else Shard(world, *world.shard(X.shape[0]), X.shape[0])
+    shard = None if world is None or rows is not None else Shard(world, *world.shard(X.shape[0]), X.shape[0])
     return _Plan(model=built, loss_fn=loss_fn, optimizer=opt, scheduler=scheduler, scheduler_factory=scheduler_factory,
                  scheduler_like=scheduler_like, X=X, y=y, X_val=X_val, y_val=y_val, epochs=epochs,
                  batch_size=batch_size, shuffle=shuffle, seed=seed, callbacks=callbacks, config=config, saved=saved,
-                 resume_from=resume_from, changes=changes, lr_reason=lr_reason, shard=shard)
+                 resume_from=resume_from, changes=changes, lr_reason=lr_reason, shard=shard, rows=rows)
 
 
 def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: Optional[str],
@@ -471,10 +509,7 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     if saved is not None:
         restore(saved, plan.resume_from, model=model, optimizer=opt, scheduler=sched, state=state)
         apply_optimizer_settings(opt, plan.changes)
-    shard = plan.shard
-    X, y = (plan.X, plan.y) if shard is None else (plan.X[shard.start:shard.stop], plan.y[shard.start:shard.stop])
-    runner = _runners.choose(model, plan.loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
-                             precomputed_scheduler=sched if epoch_only else None, shard=shard)
+    runner = _runner(plan, generator, sched if epoch_only else None)
     started += _load_compiler_for(runner)
 
     def result() -> FitResult:
@@ -500,10 +535,42 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     lrs = state.history["lr"]
     final.lr_chosen = lrs[first_new_epoch] if len(lrs) > first_new_epoch else float(opt.param_groups[0]["lr"])
     final.lr_reason = plan.lr_reason or "given"
-    assess(final, plan.loss_fn, plan.X, plan.y, plan.X_val, plan.y_val)
+    if plan.rows is not None:
+        judge(final, *plan.rows.scores(model, plan.loss_fn))
+    else:
+        assess(final, plan.loss_fn, plan.X, plan.y, plan.X_val, plan.y_val)
     if checkpoint is not None and writes:
         save_checkpoint(checkpoint, final)
     return final
+
+
+def _file_rows(file: RowFile, y: Any, world: Optional[distributed.World], chunk_mb: float,
+               dtype: Optional[torch.dtype], *, validation: bool, metrics: List[str],
+               batch_size: Optional[int]) -> FileRows:
+    """The rows of a data file this process fits on, after the checks of what a fit on one takes."""
+    if y is not None:
+        raise InputError(f"y is given, but X is a data file ({file.path}), whose target columns are its y "
+                         f"({', '.join(file.target)}); pass y=None")
+    if isinstance(chunk_mb, bool) or not isinstance(chunk_mb, (int, float)) or not 0 < chunk_mb < math.inf:
+        raise InputError(f"chunk_mb must be a positive number of megabytes, got {chunk_mb!r}")
+    rows = FileRows(file, world, max(1, int(chunk_mb * 2**20)), dtype or file.dtype)
+    refuse_unsupported(rows, validation=validation, metrics=metrics, batch_size=batch_size)
+    return rows
+
+
+def _runner(plan: _Plan, generator: torch.Generator, scheduler: Any) -> _runners.Runner:
+    """The runner of a planned fit's epochs, on this process's rows."""
+    model, loss_fn, opt = plan.model, plan.loss_fn, plan.optimizer
+    if plan.rows is not None and plan.rows.streamed:
+        return SummedLinear(model, summed_plan(model, loss_fn, opt, plan.X), loss_fn, opt, plan.X, plan.y,
+                            plan.batch_size, plan.shuffle, generator, scheduler, plan.rows.shard,
+                            chunks=plan.rows.chunks)
+    shard = plan.rows.shard if plan.rows is not None else plan.shard
+    X, y = plan.X, plan.y
+    if plan.shard is not None:  # every rank holds all the rows; its epochs run on its own
+        X, y = X[shard.start:shard.stop], y[shard.start:shard.stop]
+    return _runners.choose(model, loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
+                           precomputed_scheduler=scheduler, shard=shard)
 
 
 def _saved_model(saved: Dict[str, Any], path: str, model_kwargs: Dict[str, Any]):

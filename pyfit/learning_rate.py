@@ -326,8 +326,12 @@ def _closure_optimizer_lr(optimizer: Any) -> Optional[float]:
 
 
 def starting_lr(lr: Any, optimizer: Any, optimizer_kwargs: dict, resumed: bool, model: nn.Module, loss_fn: Any,
-                X: Tensor, y: Tensor, batch_size: Optional[int]) -> Tuple[Optional[float], str]:
-    """The lr a fit builds its optimizer with (None: the resumed or the optimizer's own), and why."""
+                X: Tensor, y: Tensor, batch_size: Optional[int],
+                choose: Callable[..., Tuple[float, str]] = None) -> Tuple[Optional[float], str]:
+    """The lr a fit builds its optimizer with (None: the resumed or the optimizer's own), and why.
+
+    ``choose`` takes auto_lr's arguments and picks the rate (auto_lr by default).
+    """
     from .optimizers import build_optimizer
     from .validation import check_optimizer_settings
 
@@ -349,7 +353,7 @@ def starting_lr(lr: Any, optimizer: Any, optimizer_kwargs: dict, resumed: bool, 
         return build_optimizer(optimizer, params, **settings) if isinstance(optimizer, str) \
             else optimizer(params, **settings)
 
-    rate, reason = auto_lr(model, loss_fn, optimizer, optimizer_kwargs, X, y, batch_size, build)
+    rate, reason = (choose or auto_lr)(model, loss_fn, optimizer, optimizer_kwargs, X, y, batch_size, build)
     return rate, f"auto: {reason}"
 
 

@@ -16,7 +16,7 @@ bias of a linear or polynomial model in the data's own units.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -97,9 +97,11 @@ class StandardizedLinearInParameters(Standardized):
         return F.linear(self.design_matrix(X), self.weight, self.bias)
 
 
-def standardized(model: nn.Module, X: Tensor) -> Standardized:
-    """``model`` behind a standardization whose statistics come from the training features X (N, D)."""
-    mean, scale = feature_statistics(X)
+def standardized(model: nn.Module, X: Tensor,
+                 statistics: Optional[Callable[[], Tuple[Tensor, Tensor]]] = None) -> Standardized:
+    """``model`` behind a standardization whose statistics come from the training features X (N, D), or
+    from ``statistics()`` (rows read from a file a chunk at a time, or a shard of them per rank)."""
+    mean, scale = feature_statistics(X) if statistics is None else statistics()
     mean, scale = mean.to(X.device), scale.to(X.device)
     if getattr(model, "bias", True) is None:
         # centring would give a model without a bias an intercept it was built not to have
@@ -118,7 +120,7 @@ def _placeholder(model: nn.Module, features: int, dtype: torch.dtype, device) ->
 
 
 def with_scaling(model: nn.Module, X: Tensor, standardize: Optional[bool], saved_model: Optional[dict],
-                 path: Any = None) -> nn.Module:
+                 path: Any = None, statistics: Optional[Callable[[], Tuple[Tensor, Tensor]]] = None) -> nn.Module:
     """The model a fit trains: ``model`` standardized on X when asked, or as a resumed checkpoint holds it.
 
     ``standardize=None`` means no for a new fit and the checkpoint's choice for a
@@ -137,7 +139,7 @@ def with_scaling(model: nn.Module, X: Tensor, standardize: Optional[bool], saved
             raise InputError(f"{path!r} was fit {'with' if saved else 'without'} standardized features; resume it "
                              f"with standardize={saved} (or None)")
         return _placeholder(model, X.shape[1], X.dtype, X.device) if saved else model
-    return standardized(model, X) if standardize else model
+    return standardized(model, X, statistics) if standardize else model
 
 
 def inner_model(model: nn.Module) -> nn.Module:

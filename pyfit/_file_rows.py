@@ -1,0 +1,191 @@
+"""A data file as a fit reads it: this process's rows, in memory or a chunk at a time, and what the fit
+needs of all the rows (every chunk's, every rank's) added up.
+
+``pyfit.fit(model, pyfit.open_rows(path, target=...), None)`` reads only the rows
+this process fits on: its shard under torchrun, all of them otherwise. Rows that
+fit the chunk budget (``chunk_mb``) are read once and kept; more are streamed,
+read again in chunks of that budget at every pass, so that memory holds one
+chunk whatever the file's size. The feature statistics of ``standardize``, the
+design's curvature behind ``lr="auto"`` for SGD, and the closing scores are
+computed from sums over the chunks and ranks, so every rank gets the values a
+single process reading the whole file would (up to the order of the additions).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ._shard import Shard
+from .distributed import World
+from .errors import InputError
+from .outcome import Predictions
+from .row_files import RowFile
+from .validation import all_finite
+
+Moments = Tuple[float, Tensor, Tensor]  # rows, mean, sum of squared deviations from the mean (float64)
+
+
+def _moments(values: Tensor) -> Moments:
+    values = values.double()
+    mean = values.mean(0)
+    return values.shape[0], mean, ((values - mean) ** 2).sum(0)
+
+
+def _combine(a: Moments, b: Moments) -> Moments:
+    """The moments of two disjoint sets of rows together (Chan, Golub and LeVeque's update)."""
+    n_a, mean_a, m2_a = a
+    n_b, mean_b, m2_b = b
+    if n_a == 0:
+        return b
+    if n_b == 0:
+        return a
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta ** 2 * (n_a * n_b / n)
+
+
+class FileRows:
+    """This process's rows of ``file``: in memory when they fit ``chunk_bytes``, else read a chunk at a time."""
+
+    def __init__(self, file: RowFile, world: Optional[World], chunk_bytes: int, dtype: torch.dtype):
+        total = file.rows
+        start, stop = world.shard(total) if world is not None else (0, total)
+        self.file, self.world, self.dtype = file, world, dtype
+        self.shard = Shard(world, start, stop, total)
+        self.chunk_rows = file.rows_per_chunk(chunk_bytes)
+        self.streamed = stop - start > self.chunk_rows
+        # the rows themselves when they fit, else the first one, for the fit's shapes and dtype
+        X, y = file.read(start, stop) if not self.streamed else file.read(0, 1)
+        self.X, self.y = X.to(dtype), self._targets(y.to(dtype))
+
+    def _targets(self, y: Tensor) -> Tensor:
+        """(n,) for one target column, as pyfit.load_data gives it; (n, K) for several."""
+        return y[:, 0] if len(self.file.target) == 1 else y
+
+    def chunks(self) -> Iterator[Tuple[Tensor, Tensor]]:
+        """This process's rows as (X, y) in the fit's dtype: all at once, or a chunk at a time from the file."""
+        if not self.streamed:
+            yield self.X, self.y
+            return
+        for X, y in self.file.chunks(self.shard.start, self.shard.stop, self.chunk_rows):
+            yield X.to(self.dtype), self._targets(y.to(self.dtype))
+
+    def _all_ranks(self, moments: Moments, what: str) -> Moments:
+        if self.world is None:
+            return moments
+        n, mean, m2 = moments
+        parts = self.world.gather(torch.cat([torch.tensor([float(n)], dtype=torch.float64), mean, m2]), what)
+        width = mean.numel()
+        combined: Moments = (0, torch.zeros_like(mean), torch.zeros_like(m2))
+        for part in parts:  # in rank order: the same result on every rank
+            combined = _combine(combined, (float(part[0]), part[1:1 + width], part[1 + width:]))
+        return combined
+
+    def feature_statistics(self) -> Tuple[Tensor, Tensor]:
+        """The features' mean and standard deviation over all the rows (see pyfit.scaling.feature_statistics)."""
+        moments: Moments = (0, torch.zeros(self.X.shape[1], dtype=torch.float64),
+                            torch.zeros(self.X.shape[1], dtype=torch.float64))
+        for X, _ in self.chunks():
+            moments = _combine(moments, _moments(X))
+        n, mean, m2 = self._all_ranks(moments, "the feature statistics")
+        scale = (m2 / n).sqrt()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return mean.to(self.dtype), scale.to(self.dtype)
+
+    def gram(self, design: Callable[[Tensor], Tensor], bias: bool) -> Tuple[Tensor, float, int]:
+        """The Gram matrix Z.T @ Z / N of the design over all the rows (Z with a column of ones for a bias),
+        the largest squared row norm of Z, and N."""
+        gram, largest = None, torch.zeros(1, dtype=torch.float64)
+        for X, _ in self.chunks():
+            with torch.no_grad():
+                Z = design(X).double()
+            if bias:
+                Z = torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype)], 1)
+            part = Z.T @ Z
+            gram = part if gram is None else gram + part
+            if Z.shape[0]:
+                largest = torch.maximum(largest, (Z ** 2).sum(1).max().reshape(1))
+        gram = self.shard.sum(gram.contiguous(), "the design's Gram matrix")
+        if self.world is not None:
+            self.world.max(largest, "the design's largest row")
+        return gram / self.shard.total, float(largest), self.shard.total
+
+    def scores(self, model: nn.Module, loss_fn: Any) -> Tuple[Dict[str, float], Predictions]:
+        """The closing scores (loss, r2, rmse, mae) of ``model`` over all the rows, and what the diagnosis
+        reads of its predictions; a mean loss is taken as the rows' mean, as the fit takes it."""
+        from ._runners import match_prediction
+
+        mean_loss = getattr(loss_fn, "reduction", "mean") != "sum"
+        outputs = 1 if self.y.dim() == 1 else self.y.shape[1]
+        empty = (0, torch.zeros(outputs, dtype=torch.float64), torch.zeros(outputs, dtype=torch.float64))
+        y_moments, pred_moments = empty, empty
+        # loss (weighted by rows for a mean), absolute residuals, not-finite flag, then squared residuals (K)
+        sums = torch.zeros(3 + outputs, dtype=torch.float64)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for X, y in self.chunks():
+                    if not X.shape[0]:
+                        continue
+                    pred = match_prediction(model(X), y)
+                    loss = float(loss_fn(pred, y, model=model))
+                    sums[0] += loss * (X.shape[0] if mean_loss else 1)
+                    y64, pred64 = y.double().reshape(y.shape[0], -1), pred.double().reshape(y.shape[0], -1)
+                    residual = y64 - pred64
+                    sums[1] += residual.abs().sum()
+                    sums[2] += 0.0 if all_finite(pred64) else 1.0
+                    sums[3:] += (residual ** 2).sum(0)
+                    y_moments = _combine(y_moments, _moments(y64))
+                    pred_moments = _combine(pred_moments, _moments(pred64))
+        finally:
+            model.train(was_training)
+        self.shard.sum(sums, "the closing scores")
+        n, _, m2_y = self._all_ranks(y_moments, "the targets' spread")
+        _, _, m2_pred = self._all_ranks(pred_moments, "the predictions' spread")
+        ss_res = sums[3:]
+        scores = {
+            "loss": float(sums[0]) / (n if mean_loss else 1),
+            "r2": math.nan if bool((m2_y == 0).any()) else float((1 - ss_res / m2_y).mean()),
+            "rmse": float((ss_res / n).sqrt().mean()),
+            "mae": float(sums[1]) / (n * outputs),
+        }
+        predictions = Predictions(int(n), float(sums[2]) == 0, (m2_y / n).sqrt(), (m2_pred / n).sqrt())
+        return scores, predictions
+
+
+def auto_lr_over(rows: FileRows):
+    """learning_rate.auto_lr over all of a RowFile's rows: SGD on a linear model under a squared error takes
+    its step from the Gram matrix of the whole design; a range test is not run over a RowFile."""
+    from .learning_rate import gram_bound, is_least_squares_sgd, lr_for_curvature
+
+    def choose(model, loss_fn, optimizer, settings, X, y, batch_size, build):
+        reduction = is_least_squares_sgd(model, loss_fn, optimizer)
+        if reduction is None:
+            raise InputError("lr='auto' runs a learning-rate range test for this optimizer, which pyfit does not "
+                             "run over a RowFile yet: give lr (pyfit lr-find on a sample of the rows suggests one)")
+        bias = getattr(model, "bias", None) is not None
+        gram, largest_row, n = rows.gram(model.design_matrix, bias)
+        outputs = 1 if y.dim() == 1 else y.shape[1]
+        return lr_for_curvature(gram_bound(gram), True, largest_row, n, outputs, reduction, batch_size,
+                                float(settings.get("weight_decay") or 0.0), float(settings.get("momentum") or 0.0))
+
+    return choose
+
+
+def refuse_unsupported(rows: FileRows, *, validation: bool, metrics: List[str], batch_size: Optional[int]) -> None:
+    """Refuse, before anything changes, what a fit on a RowFile does not do."""
+    if validation:
+        raise InputError("validation_split and validation_data are not taken with a RowFile yet: keep a "
+                         "validation file apart and score the returned model on it (pyfit predict)")
+    if metrics:
+        raise InputError("metrics are not recorded per epoch with a RowFile yet; result.scores has r2, rmse and "
+                         "mae of the returned model over all the rows")
+    if rows.streamed and batch_size is not None and batch_size < rows.shard.total:
+        raise InputError(f"the rows ({rows.shard.stop - rows.shard.start} in this process) are more than one "
+                         f"chunk ({rows.chunk_rows} rows) and are streamed, which runs full-batch epochs: leave "
+                         "batch_size unset, or raise chunk_mb so that the rows are held in memory")
