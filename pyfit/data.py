@@ -12,7 +12,7 @@ import csv
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class Table:
     path: str
     names: List[str]
     cells: Union[List[List[str]], np.ndarray]  # CSV: rows of strings; arrays: (N, C) numbers
-    lines: List[int]  # the 1-based row number a user sees, for each row
+    lines: Sequence[int]  # the 1-based row number a user sees, for each row
 
     def column(self, name: str, role: str = "column", dtype: Any = None) -> np.ndarray:
         """One column as float64 (N,), refusing unknown names, missing and non-numeric cells.
@@ -100,61 +100,110 @@ class Dataset:
     path: str
 
 
-def _read_csv(path: str) -> Table:
-    delimiter = "\t" if path.lower().endswith((".tsv", ".tab")) else ","
+def csv_delimiter(path: str) -> str:
+    return "\t" if path.lower().endswith((".tsv", ".tab")) else ","
+
+
+def open_text(path: str) -> IO[str]:
+    """A CSV file opened as the csv module needs it."""
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")  # -sig: drop a spreadsheet's BOM
+        return open(path, newline="", encoding="utf-8-sig")  # -sig: drop a spreadsheet's BOM
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror}") from None
-    with handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            header = next((row for row in reader if any(cell.strip() for cell in row)), None)
-            if header is None:
-                raise DataError(f"{path} is empty: expected a header line of column names, then rows of numbers")
-            names = [name.strip() for name in header]
-            header_line = reader.line_num
-            seen = set()
-            for k, name in enumerate(names):
-                if not name:
-                    raise DataError(f"{path}: column {k + 1} of the header (line {header_line}) has no name")
-                if name in seen:
-                    raise DataError(f"{path}: column name {name!r} appears twice in the header")
-                seen.add(name)
-            rows, lines = [], []
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue  # blank lines, often one at the end
-                if len(row) != len(names):
-                    raise DataError(f"{path}: row {reader.line_num} has {len(row)} fields, but the header has "
-                                    f"{len(names)} ({', '.join(names)})")
-                rows.append(row)
-                lines.append(reader.line_num)
-        except csv.Error as error:
-            raise DataError(f"{path}: malformed CSV at row {reader.line_num}: {error}") from None
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path} is not a UTF-8 text file: {error.reason} at byte {error.start}") from None
+
+
+def csv_records(path: str, lines: Iterable[str], first_line: int = 0) -> Iterator[Tuple[List[str], int]]:
+    """The non-blank records of CSV text, each with the line it ends on (``first_line``: lines before ``lines``).
+
+    Blank lines (often one at the end) are skipped; malformed CSV and bytes that are
+    not UTF-8 are refused with the line.
+    """
+    reader = csv.reader(lines, delimiter=csv_delimiter(path))
+    try:
+        for record in reader:
+            if any(cell.strip() for cell in record):
+                yield record, first_line + reader.line_num
+    except csv.Error as error:
+        raise DataError(f"{path}: malformed CSV at row {first_line + reader.line_num}: {error}") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not a UTF-8 text file: {error.reason} at byte {error.start}") from None
+
+
+def csv_header(path: str, records: Iterator[Tuple[List[str], int]]) -> Tuple[List[str], int]:
+    """The column names from the first record and its line, refusing no header, unnamed and repeated names."""
+    first = next(records, None)
+    if first is None:
+        raise DataError(f"{path} is empty: expected a header line of column names, then rows of numbers")
+    header, header_line = first
+    names = [name.strip() for name in header]
+    seen = set()
+    for k, name in enumerate(names):
+        if not name:
+            raise DataError(f"{path}: column {k + 1} of the header (line {header_line}) has no name")
+        if name in seen:
+            raise DataError(f"{path}: column name {name!r} appears twice in the header")
+        seen.add(name)
+    return names, header_line
+
+
+def csv_rows(path: str, records: Iterator[Tuple[List[str], int]],
+             names: List[str]) -> Iterator[Tuple[List[str], int]]:
+    """The data records after the header, refusing one whose number of fields is not the header's."""
+    for row, line in records:
+        if len(row) != len(names):
+            raise DataError(f"{path}: row {line} has {len(row)} fields, but the header has "
+                            f"{len(names)} ({', '.join(names)})")
+        yield row, line
+
+
+def no_rows_error(path: str, names: List[str]) -> DataError:
+    return DataError(f"{path} has a header ({', '.join(names)}) but no rows of data")
+
+
+def _read_csv(path: str) -> Table:
+    with open_text(path) as handle:
+        records = csv_records(path, handle)
+        names, _ = csv_header(path, records)
+        rows, lines = [], []
+        for row, line in csv_rows(path, records, names):
+            rows.append(row)
+            lines.append(line)
     if not rows:
-        raise DataError(f"{path} has a header ({', '.join(names)}) but no rows of data")
+        raise no_rows_error(path, names)
     return Table(path, names, rows, lines)
 
 
-def _numeric(path: str, name: str, array: np.ndarray) -> np.ndarray:
-    if np.iscomplexobj(array):
-        raise DataError(f"{path}: array {name!r} has complex dtype {array.dtype}; pyfit fits real numbers (store "
+def check_numeric_dtype(path: str, name: str, dtype: np.dtype) -> None:
+    """Refuse an array of anything but real numbers (complex, strings, objects, records)."""
+    if np.issubdtype(dtype, np.complexfloating):
+        raise DataError(f"{path}: array {name!r} has complex dtype {dtype}; pyfit fits real numbers (store "
                         "the real and imaginary parts as two columns)")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise DataError(f"{path}: array {name!r} has dtype {array.dtype}; expected numbers")
+    if not (np.issubdtype(dtype, np.number) or dtype == bool):
+        raise DataError(f"{path}: array {name!r} has dtype {dtype}; expected numbers")
+
+
+def _numeric(path: str, name: str, array: np.ndarray) -> np.ndarray:
+    check_numeric_dtype(path, name, array.dtype)
     return array
+
+
+def check_matrix_shape(path: str, shape: Tuple[int, ...]) -> None:
+    """A ``.npy`` array must be 2-D (rows, columns) with at least one of each."""
+    if len(shape) != 2:
+        raise DataError(f"{path}: expected a 2-D array (rows, columns), got shape {shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise DataError(f"{path} is empty: the array has shape {shape}")
+
+
+def index_names(count: int) -> List[str]:
+    """An array's columns are named by their index: "0", "1", ..."""
+    return [str(j) for j in range(count)]
 
 
 def _read_npy(path: str) -> Table:
     array = _numeric(path, "the array", np.load(path, allow_pickle=False))
-    if array.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D array (rows, columns), got shape {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise DataError(f"{path} is empty: the array has shape {array.shape}")
-    return Table(path, [str(j) for j in range(array.shape[1])], array, list(range(1, array.shape[0] + 1)))
+    check_matrix_shape(path, array.shape)
+    return Table(path, index_names(array.shape[1]), array, range(1, array.shape[0] + 1))
 
 
 def _read_npz(path: str) -> Table:
@@ -166,7 +215,7 @@ def _read_npz(path: str) -> Table:
         name, array = next(iter(arrays.items()))
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise DataError(f"{path} is empty: the array {name!r} has shape {array.shape}")
-        return Table(path, [str(j) for j in range(array.shape[1])], array, list(range(1, array.shape[0] + 1)))
+        return Table(path, index_names(array.shape[1]), array, range(1, array.shape[0] + 1))
     shapes = {name: a.shape for name, a in arrays.items()}
     if any(a.ndim != 1 for a in arrays.values()):
         raise DataError(f"{path}: expected 1-D arrays (one per column) or a single 2-D array, got shapes {shapes}")
@@ -176,16 +225,22 @@ def _read_npz(path: str) -> Table:
     n = lengths.pop()
     if n == 0:
         raise DataError(f"{path} is empty: its arrays have no rows")
-    return Table(path, list(arrays), np.stack(list(arrays.values()), axis=1), list(range(1, n + 1)))
+    return Table(path, list(arrays), np.stack(list(arrays.values()), axis=1), range(1, n + 1))
 
 
-def read_table(path: str) -> Table:
-    """Read a data file into a :class:`Table`, choosing the reader by the file's extension."""
+def check_file(path: Any) -> str:
+    """The path as a string, refusing one that is not a file or is empty."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"data file {path!r} does not exist")
     if os.path.getsize(path) == 0:
         raise DataError(f"{path} is empty (0 bytes)")
+    return path
+
+
+def read_table(path: str) -> Table:
+    """Read a data file into a :class:`Table`, choosing the reader by the file's extension."""
+    path = check_file(path)
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix == ".npy":
@@ -208,6 +263,36 @@ def split_names(names: Union[None, str, Sequence[str]]) -> Optional[List[str]]:
     return [str(name).strip() for name in names if str(name).strip()]
 
 
+def choose_columns(path: str, names: List[str], target: Union[str, Sequence[str]],
+                   features: Union[None, str, Sequence[str]]) -> Tuple[List[str], List[str]]:
+    """The feature and target column names (features default to every other column), all checked against ``names``.
+
+    Refuses no target, no features left, a name given twice, a column that is both,
+    and unknown names, before any cell is read.
+    """
+    targets = split_names(target)
+    if not targets:
+        raise DataError(f"{path}: no target column given; available columns: {', '.join(names)}")
+    chosen = split_names(features)
+    if chosen is None:
+        chosen = [name for name in names if name not in targets]
+    if not chosen:
+        raise DataError(f"{path}: no feature columns left besides the target {', '.join(targets)}")
+    for role, given in (("target", targets), ("feature", chosen)):
+        repeated = sorted({name for name in given if given.count(name) > 1})
+        if repeated:
+            raise DataError(f"{path}: {role} column {repeated[0]!r} is named twice")
+    both = [name for name in chosen if name in targets]
+    if both:
+        raise DataError(f"{path}: column {both[0]!r} is both a feature and a target; a model that is "
+                        "given its target learns nothing")
+    for name in targets + chosen:  # unknown names first, before any cell is read
+        if name not in names:
+            role = "target column" if name in targets else "feature column"
+            raise DataError(f"{path}: unknown {role} {name!r}; available columns: {', '.join(names)}")
+    return chosen, targets
+
+
 def load_data(path: str, target: Union[str, Sequence[str]],
               features: Union[None, str, Sequence[str]] = None, *, dtype: Any = None) -> Dataset:
     """X and y from a data file: ``target`` names the y column(s), ``features`` the X columns (default: the rest).
@@ -223,26 +308,7 @@ def load_data(path: str, target: Union[str, Sequence[str]],
     ((2, 1), [0.8, 3.8], ['x'])
     """
     table = read_table(path)
-    targets = split_names(target)
-    if not targets:
-        raise DataError(f"{table.path}: no target column given; available columns: {', '.join(table.names)}")
-    chosen = split_names(features)
-    if chosen is None:
-        chosen = [name for name in table.names if name not in targets]
-    if not chosen:
-        raise DataError(f"{table.path}: no feature columns left besides the target {', '.join(targets)}")
-    for role, names in (("target", targets), ("feature", chosen)):
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise DataError(f"{table.path}: {role} column {repeated[0]!r} is named twice")
-    both = [name for name in chosen if name in targets]
-    if both:
-        raise DataError(f"{table.path}: column {both[0]!r} is both a feature and a target; a model that is "
-                        "given its target learns nothing")
-    for name in targets + chosen:  # unknown names first, before any cell is read
-        if name not in table.names:
-            role = "target column" if name in targets else "feature column"
-            raise DataError(f"{table.path}: unknown {role} {name!r}; available columns: {', '.join(table.names)}")
+    chosen, targets = choose_columns(table.path, table.names, target, features)
     X = table.columns(chosen, "feature column", dtype)
     y = table.columns(targets, "target column", dtype)
     return Dataset(X, y[:, 0] if len(targets) == 1 else y, chosen, targets, table.path)

@@ -119,6 +119,12 @@ def check_fit_dtype(tensor: Tensor, name: str) -> None:
                          f"{name}.float() (or {name}.double())")
 
 
+def check_dtype(name: str, dtype: Any) -> None:
+    """Refuse a dtype setting that a fit does not compute in."""
+    if dtype not in FIT_DTYPES:
+        raise InputError(f"{name} must be torch.float32 or torch.float64, got {dtype!r}")
+
+
 def check_features(X: Tensor, expected: Optional[int], what: str = "the model") -> None:
     """Refuse X whose feature count differs from what the model takes."""
     if expected is not None and X.shape[1] != expected:
@@ -147,6 +153,16 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> No
         return
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_row_range(start: Any, stop: Any, rows: int) -> None:
+    """Refuse a row range [start, stop) that is not whole numbers with 0 <= start <= stop <= rows."""
+    for name, value in (("start", start), ("stop", stop)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise InputError(f"{name} must be an integer, got {value!r}")
+    if not 0 <= start <= stop <= rows:
+        raise InputError(f"rows [{start}, {stop}) are not within the {rows} rows: expected "
+                         f"0 <= start <= stop <= {rows}")
 
 
 def check_optimizer_settings(settings: dict, *, as_torch: bool = False) -> None:
