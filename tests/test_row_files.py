@@ -159,7 +159,8 @@ def test_bad_cells_name_the_file_row_and_column(tmp_path, few_rows_per_mark):
     assert open_rows(npy, "1").read(0, 2)[0].tolist() == [[1.0], [3.0]]  # rows that are fine still read
     large = str(tmp_path / "large.npy")
     np.save(large, np.array([[1.0, 2.0], [1e39, 5.0]]))
-    with pytest.raises(pyfit.DataError, match=r"large\.npy: value 1e\+39 at row 2, column '0' is too large for float32"):
+    with pytest.raises(pyfit.DataError, match=r"large\.npy: value 1e\+39 at row 2, column '0' is too large "
+                                              r"for float32"):
         open_rows(large, "1", dtype=torch.float32).read(0, 2)
     assert open_rows(large, "1", dtype=torch.float64).read(0, 2)[0][1, 0] == 1e39
 
