@@ -34,7 +34,7 @@ _CONFIG_KEYS = {
     "json": "json", "quiet": "quiet", "model_args": "model_arg", "model_arg": "model_arg",
     "opt_args": "opt_arg", "opt_arg": "opt_arg", "loss_args": "loss_arg", "loss_arg": "loss_arg",
     "sched_args": "sched_arg", "sched_arg": "sched_arg", "standardize": "standardize", "tol": "tol",
-    "n_iter_no_change": "n_iter_no_change", "validation_split": "validation_split",
+    "n_iter_no_change": "n_iter_no_change", "validation_split": "validation_split", "chunk_mb": "chunk_mb",
 }
 _ARG_TABLES = ("model_arg", "opt_arg", "loss_arg", "sched_arg")
 
@@ -159,6 +159,8 @@ def _check_usage(s: Dict[str, Any], parser) -> None:
         if s["validation_split"] is not None and not 0 < s["validation_split"] < 1:
             raise InputError(f"--validation-split must be between 0 and 1, got {s['validation_split']!r}")
         check_positive_int("batch_size", s["batch_size"], allow_none=True)
+        if s["chunk_mb"] is not None:
+            check_positive("chunk_mb", s["chunk_mb"])
         check_positive_int("early_stopping", s["early_stopping"], allow_none=True)
         check_seed(s["seed"])
         check_optimizer_settings(s["opt_arg"])
@@ -224,29 +226,35 @@ def fit(args, parser) -> int:
     s = _settings(args, parser)  # usage errors first, before torch is imported
 
     import pyfit
-    from .data import load_data
+    from .data import Dataset
     from . import defaults
-    from .outcome import has_failed
 
     s["start_up"] = time.perf_counter() - args.started  # _settings' checks have imported torch and pyfit
-    data = load_data(args.data, s["target"], s["features"], dtype=s["dtype"])
+    world = pyfit.distributed.current()
+    writes = world is None or world.writes  # under torchrun rank 0 alone prints and writes
+    chunk_mb = s["chunk_mb"] if s["chunk_mb"] is not None else defaults.CHUNK_MB
+    data = _open_data(args.data, s, world, chunk_mb)
     held_out = s["validation_split"] is not None
     callbacks = [pyfit.EarlyStopping(patience=s["early_stopping"], monitor="val_loss" if held_out else "loss",
                                      restore_best=held_out)] if s["early_stopping"] else []
-    if not s["quiet"]:
+    if not s["quiet"] and writes:
+        ranks = f" on {world.size} processes" if world is not None else ""
         callbacks.append(_Announce(
-            f"pyfit fit: {s['model'] or 'the saved model'} on {data.X.shape[0]} rows of {data.path} "
+            f"pyfit fit: {s['model'] or 'the saved model'} on {_row_count(data)} rows of {data.path}{ranks} "
             f"(features {', '.join(data.features)}; target {', '.join(data.target)}), "
             + (f"up to {s['epochs']} epochs" if s["epochs"] else "until it converges")
             + "; Ctrl-C stops" + (" and saves" if s["save"] else "")))
+    X, y = (data.X, data.y) if isinstance(data, Dataset) else (data, None)
     result = pyfit.fit(
-        s["model"], data.X, data.y, loss=s["loss"], optimizer=s["optimizer"], lr=s["lr"], epochs=s["epochs"],
+        s["model"], X, y, chunk_mb=chunk_mb, loss=s["loss"], optimizer=s["optimizer"], lr=s["lr"], epochs=s["epochs"],
         batch_size=s["batch_size"], shuffle=bool(s["shuffle"]), seed=s["seed"], scheduler=s["scheduler"],
         standardize=s["standardize"], tol="auto" if s["tol"] is None else (s["tol"] or None),
         n_iter_no_change=s["n_iter_no_change"] or defaults.N_ITER_NO_CHANGE, callbacks=callbacks,
         validation_split=s["validation_split"], progress=False if (s["quiet"] or s["json"]) else None,
         model_kwargs=s["model_arg"], loss_kwargs=s["loss_arg"], scheduler_kwargs=s["sched_arg"],
         resume_from=s["resume"], **s["opt_arg"])
+    if not writes:
+        return _exit_status(result, None, quiet=True)
     if s["save"]:
         pyfit.save_checkpoint(s["save"], result, metadata={
             "target": data.target, "features": data.features, "data": data.path,
@@ -255,21 +263,51 @@ def fit(args, parser) -> int:
     if s["plot"]:
         os.makedirs(s["plot"], exist_ok=True)
         result.plot_loss(os.path.join(s["plot"], "loss.png"))
-        result.plot_predictions(data.X, data.y, os.path.join(s["plot"], "predictions.png"),
-                                target_names=data.target)
-        if data.X.shape[1] == 1 and data.y.ndim == 1:
-            result.plot_fit(data.X, data.y, os.path.join(s["plot"], "fit.png"), xlabel=data.features[0],
-                            ylabel=data.target[0])
+        if isinstance(data, Dataset):
+            result.plot_predictions(data.X, data.y, os.path.join(s["plot"], "predictions.png"),
+                                    target_names=data.target)
+            if data.X.shape[1] == 1 and data.y.ndim == 1:
+                result.plot_fit(data.X, data.y, os.path.join(s["plot"], "fit.png"), xlabel=data.features[0],
+                                ylabel=data.target[0])
+        elif not s["quiet"]:
+            print("pyfit fit: loss.png only: the predictions are plotted for data read whole into one process",
+                  file=sys.stderr)
     _report(result, r2, s)
+    return _exit_status(result, s["save"], quiet=False)
+
+
+def _exit_status(result, saved: Optional[str], quiet: bool) -> int:
+    """The fit command's exit status (the same on every rank), with its message unless ``quiet``."""
+    from .outcome import has_failed
+
     if result.stop_reason == "interrupted":
-        print(f"pyfit fit: interrupted after epoch {result.epochs}"
-              + (f"; saved {s['save']}" if s["save"] else ""), file=sys.stderr)
+        if not quiet:
+            print(f"pyfit fit: interrupted after epoch {result.epochs}" + (f"; saved {saved}" if saved else ""),
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
     if has_failed(result):  # non-finite, a failed scheduler, or a model left worse than it started
-        why = result.stop_detail if result.stop_reason != "completed" else "it diverged (see the warning)"
-        print(f"pyfit fit: error: the fit failed: {why}", file=sys.stderr)
+        if not quiet:
+            why = result.stop_detail if result.stop_reason != "completed" else "it diverged (see the warning)"
+            print(f"pyfit fit: error: the fit failed: {why}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _row_count(data) -> int:
+    return data.rows if hasattr(data, "rows") else data.X.shape[0]
+
+
+def _open_data(path: str, s: Dict[str, Any], world: Any, chunk_mb: float):
+    """The fit's data: read whole (a Dataset), or opened to be read by rows (a RowFile) under torchrun, for a
+    directory of shards, and for a file larger than the chunk budget."""
+    from .data import load_data
+    from .row_files import open_rows
+
+    by_rows = world is not None or os.path.isdir(path) or (
+        os.path.isfile(path) and not path.lower().endswith(".npz") and os.path.getsize(path) > chunk_mb * 2**20)
+    if by_rows:
+        return open_rows(path, s["target"], s["features"], dtype=s["dtype"])
+    return load_data(path, s["target"], s["features"], dtype=s["dtype"])
 
 
 def _report(result, r2: float, s: Dict[str, Any]) -> None:

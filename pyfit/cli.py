@@ -37,8 +37,12 @@ def _add_demo(commands) -> None:
 def _add_fit(commands) -> None:
     fit = commands.add_parser("fit", help="fit a model to a data file",
                               description="Fit a model to the columns of a CSV, .npy or .npz file. Flags win "
-                                          "over --config, which wins over a --resume checkpoint's settings.")
-    fit.add_argument("data", help="CSV with a header line, .npy 2-D array (columns '0', '1', ...) or .npz")
+                                          "over --config, which wins over a --resume checkpoint's settings. "
+                                          "Under `torchrun --nproc-per-node N -m pyfit fit ...` the fit is "
+                                          "data-parallel: each process reads its share of the rows, and rank 0 "
+                                          "prints and writes.")
+    fit.add_argument("data", help="CSV with a header line, .npy 2-D array (columns '0', '1', ...), .npz, or a "
+                                  "directory of .npy or CSV shards with the same columns")
     fit.add_argument("--target", help="the column(s) to predict, comma-separated")
     fit.add_argument("--features", help="the input columns, comma-separated (default: all the others)")
     fit.add_argument("--model", help=f"registered model name (default {defaults.MODEL}; see `pyfit plugins`)")
@@ -77,6 +81,10 @@ def _add_fit(commands) -> None:
     fit.add_argument("--plot", metavar="DIR",
                      help="save loss.png and predictions.png (predicted against actual) here, and fit.png "
                           "for one feature")
+    fit.add_argument("--chunk-mb", type=float, metavar="MB",
+                     help=f"hold at most about this many MB of the data's rows at once (default {defaults.CHUNK_MB:g}): "
+                          "a larger .npy, CSV or directory of shards is streamed, a chunk at a time every epoch "
+                          "(linear or polynomial models under mse, sse, mae or huber, full batch)")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
