@@ -33,6 +33,7 @@ __all__ = [
     "backend_reason",
     "linear_fit_",
     "linear_step_",
+    "linear_sums",
     "mse_loss",
     "set_backend",
     "sgd_update_",
@@ -221,6 +222,37 @@ def linear_step_(X: Tensor, y: Tensor, params: Sequence[Tensor], state: Sequence
     if taken:
         raise TypeError(f"linear_step_ takes one full-batch step at lr; it has no {', '.join(taken)}")
     return linear_fit_(X, y, params, state, lrs=[lr], **options)[0]
+
+
+def linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], *, rows: Optional[Tensor] = None,
+                loss: Union[str, int] = "squared", delta: float = 1.0) -> Tensor:
+    """One pass over rows of ``y ≈ X @ weight.T + bias``: the unscaled sums of its loss and gradient.
+
+    X (N, D), y (N, K), ``params`` ``[weight]`` (K, D) or ``[weight, bias]`` with a
+    (K,) bias, one dtype (float32 or float64) and device; nothing is written.
+    ``rows`` is None (all N rows) or a 1-D int64 tensor of indices into X (read in
+    place, not copied; empty: all sums are 0). ``loss`` is ``"squared"``,
+    ``"absolute"`` or ``"huber"`` (or linear_fit_'s codes 0, 1, 2), ``delta`` the
+    huber loss's.
+
+    Returns P = 1 + K + K * D float64 values on X's device: [sum of the loss values,
+    sum of f(r) per output (K), sum of f(r) * x (K, D) row-major], over the rows and
+    outputs, with r = x · w_k + b_k - y_k (b = 0 without a bias) and f the loss's slope
+    without its constant factor: r for squared (value r², gradient 2 r), sign(r) for
+    absolute (value |r|), r clamped to [-delta, delta] for huber. Sums over disjoint
+    rows add up to the sums over all of them (chunks of a file, or ranks), and a
+    gradient is the sums times the loss's scale (2 for squared, and 1 / (rows * K) for
+    a mean). The result depends only on the inputs, never on the thread count.
+
+    >>> import torch, pyfit
+    >>> X, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]])
+    >>> pyfit.ops.linear_sums(X, y, [torch.zeros(1, 1), torch.zeros(1)])
+    tensor([ 20.,  -6., -10.], dtype=torch.float64)
+    """
+    params = _tensor_list(params, "params", "[weight] or [weight, bias]")
+    args = (X, y, params, rows, _checks.loss_code(loss), float(delta))
+    with torch.no_grad():
+        return _run("linear_sums", lambda: _checks.check_linear_sums(*args), *args)
 
 
 def state_names(optimizer: str = "sgd", settings: Optional[Mapping[str, Any]] = None) -> Tuple[str, ...]:

@@ -10,7 +10,7 @@ kernels check the same rules again (csrc/arguments.cpp) for code that calls
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -122,21 +122,59 @@ def check_linear_fit(X: Tensor, y: Tensor, params: Sequence[Tensor], state: Sequ
     if step < 0:
         raise InputError(f"step counts the steps already taken and must be >= 0, got {step}")
     _check_linear_tensors(X, y, params)
+    for i, p in enumerate(params):
+        _check_writable(p, f"params[{i}]")
     _check_state(params, state, optimizer, settings)
     check_fit_schedule(X, lrs, order)
     if read_values:
         check_order_values(order, X.shape[0])
 
 
+def loss_code(loss: Union[str, int]) -> int:
+    """The code of a loss given by name (``_settings.LOSS_CODES``) or by its code."""
+    codes = _settings.LOSS_CODES
+    if isinstance(loss, str) and loss in codes:
+        return codes[loss]
+    if isinstance(loss, int) and not isinstance(loss, bool) and loss in codes.values():
+        return loss
+    named = ", ".join(f"{name!r} ({code})" for name, code in codes.items())
+    raise InputError(f"unknown loss {loss!r}: expected one of {named}")
+
+
+def check_linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], rows: Optional[Tensor],
+                      loss: int, delta: float, *, read_values: bool = True) -> None:
+    """Every argument of linear_sums, in the op's order (see pyfit.ops.linear_sums).
+
+    ``read_values=False`` skips the one check that reads a tensor's values (rows'
+    indices): the fake kernels' tensors have none.
+    """
+    _check_loss(loss, delta)
+    _check_linear_tensors(X, y, params)
+    if rows is None:
+        return
+    if rows.device.type != "cpu" and rows.device != X.device:
+        raise InputError(f"rows must be on the CPU or on X's device {X.device}, got {rows.device}")
+    if rows.dtype != torch.int64 or rows.dim() != 1:
+        raise InputError(f"rows must be a 1-D int64 tensor of row indices, got {rows.dim()}-D {rows.dtype}")
+    if read_values:
+        _check_row_indices(rows, "rows", X.shape[0])
+
+
+def _check_loss(loss: int, delta: float) -> None:
+    if loss not in _settings.LOSS_CODES.values():
+        named = ", ".join(f"{c} ({name})" for name, c in _settings.LOSS_CODES.items())
+        raise InputError(f"loss code must be one of {named}, got {loss}")
+    if loss == _settings.HUBER and not (math.isfinite(delta) and delta > 0):
+        raise InputError(f"the huber loss needs a finite delta > 0, got {delta}")
+
+
 def _check_codes(loss: int, reduction: int, delta: float, optimizer: int) -> None:
-    for kind, code, codes in (("loss", loss, _settings.LOSS_CODES),
-                              ("reduction", reduction, _settings.REDUCTION_CODES),
+    _check_loss(loss, delta)
+    for kind, code, codes in (("reduction", reduction, _settings.REDUCTION_CODES),
                               ("optimizer", optimizer, _settings.OPTIMIZER_CODES)):
         if code not in codes.values():
             named = ", ".join(f"{c} ({name})" for name, c in codes.items())
             raise InputError(f"{kind} code must be one of {named}, got {code}")
-    if loss == _settings.HUBER and not (math.isfinite(delta) and delta > 0):
-        raise InputError(f"the huber loss needs a finite delta > 0, got {delta}")
 
 
 # the ranges torch.optim's constructors accept, checked on every entry whichever
@@ -192,8 +230,6 @@ def _check_linear_tensors(X: Tensor, y: Tensor, params: Sequence[Tensor]) -> Non
     _check_shape(y, "y", (n, k))
     if len(params) == 2:
         _check_shape(params[1], "params[1] (the bias)", (k,))
-    for i, p in enumerate(params):
-        _check_writable(p, f"params[{i}]")
 
 
 def _check_state(params: Sequence[Tensor], state: Sequence[Tensor], optimizer: int,
@@ -234,8 +270,13 @@ def check_fit_schedule(X: Tensor, lrs: Tensor, order: Optional[Tensor]) -> None:
 
 def check_order_values(order: Optional[Tensor], n: int) -> None:
     """Every index of ``order`` names a row of X (a pass over order, not over X)."""
-    if order is None or order.numel() == 0:
+    if order is not None:
+        _check_row_indices(order, "order", n)
+
+
+def _check_row_indices(indices: Tensor, name: str, n: int) -> None:
+    if indices.numel() == 0:
         return
-    low, high = int(order.min()), int(order.max())
+    low, high = int(indices.min()), int(indices.max())
     if low < 0 or high >= n:
-        raise InputError(f"order must hold row indices in [0, {n}), got values in [{low}, {high}]")
+        raise InputError(f"{name} must hold row indices in [0, {n}), got values in [{low}, {high}]")

@@ -99,36 +99,65 @@ def sgd_update_(
             grad.zero_()
 
 
-def _loss_and_grads(X: Tensor, y: Tensor, params: Sequence[Tensor], loss: int, reduction: int,
-                    delta: float) -> Tuple[Tensor, List[Tensor]]:
-    """The batch's loss and the gradients of [weight] or [weight, bias], sums over rows in float64."""
+def _row_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], loss: int,
+              delta: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """The unscaled float64 sums over the rows of a linear model's loss terms.
+
+    Returns (sum of the loss values (0-dim), sum of the slopes per output (K,), sum of
+    slope * x (K, D)); the slope is d value / d r up to the loss's constant factor
+    (r for squared, whose factor 2 the caller applies). Without a bias, b = 0.
+    """
     weight = params[0]
-    # (N, D) @ (D, K) -> (N, K): residuals r = pred - target of the linear model on this batch
+    # (N, D) @ (D, K) -> (N, K): residuals r = pred - target of the linear model on these rows
     residual = X @ weight.t() - y
     if len(params) == 2:
         residual = residual + params[1]
-    # per element: the loss's value and d value / d r up to the constant ``factor``
     if loss == _settings.SQUARED:
-        value, slope, factor = residual * residual, residual, 2.0
+        value, slope = residual * residual, residual
     elif loss == _settings.ABSOLUTE:
         # sign: 0 at r == 0, as torch's l1_loss backward gives
-        value, slope, factor = residual.abs(), residual.sign(), 1.0
+        value, slope = residual.abs(), residual.sign()
     else:
         small = residual.abs() < delta
         value = torch.where(small, 0.5 * residual * residual, delta * (residual.abs() - 0.5 * delta))
-        slope, factor = residual.clamp(-delta, delta), 1.0
-    total = _blocked_sum(value, _LINEAR_FLUSH_ROWS).sum()
-    scale = factor
+        slope = residual.clamp(-delta, delta)
+    # (K, N) @ (N, D) -> (K, D)
+    return (_blocked_sum(value, _LINEAR_FLUSH_ROWS).sum(), _blocked_sum(slope, _LINEAR_FLUSH_ROWS),
+            _blocked_matmul_tn(slope, X, _LINEAR_FLUSH_ROWS))
+
+
+def _loss_and_grads(X: Tensor, y: Tensor, params: Sequence[Tensor], loss: int, reduction: int,
+                    delta: float) -> Tuple[Tensor, List[Tensor]]:
+    """The batch's loss and the gradients of [weight] or [weight, bias], sums over rows in float64."""
+    total, bias_sums, weight_sums = _row_sums(X, y, params, loss, delta)
+    scale = 2.0 if loss == _settings.SQUARED else 1.0
+    count = y.numel()
     if reduction == MEAN:
         # no rows: a NaN mean (0 / 0), so the step is not taken
-        total = total / residual.numel()
-        scale = factor / residual.numel() if residual.numel() else float("nan")
+        total = total / count
+        scale = scale / count if count else float("nan")
     # float64 sums, scaled in float64 and rounded once, as the compiled ops do
-    # (K, N) @ (N, D) -> (K, D)
-    grads = [(_blocked_matmul_tn(slope, X, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype)]
+    grads = [(weight_sums * scale).to(X.dtype)]
     if len(params) == 2:
-        grads.append((_blocked_sum(slope, _LINEAR_FLUSH_ROWS) * scale).to(X.dtype))
+        grads.append((bias_sums * scale).to(X.dtype))
     return total.to(X.dtype), grads
+
+
+def linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], rows: Optional[Tensor], loss: int,
+                delta: float) -> Tensor:
+    """The unscaled sums of a linear model's loss and gradient over some rows, in float64.
+
+    X (N, D), y (N, K), params [weight (K, D)] or [weight, bias (K,)]; ``rows`` None
+    (every row) or 1-D int64 indices into X. Returns P = 1 + K + K * D float64 values
+    on X's device: [sum of loss values, sum of slopes per output (K), sum of slope * x
+    (K, D) row-major] (see ``_row_sums``), which add up over chunks of rows.
+    """
+    _checks.check_linear_sums(X, y, params, rows, loss, delta)
+    if rows is not None:
+        rows = rows.to(X.device)
+        X, y = X[rows], y[rows]
+    total, bias_sums, weight_sums = _row_sums(X, y, params, loss, delta)
+    return torch.cat([total.reshape(1), bias_sums, weight_sums.reshape(-1)])
 
 
 def linear_fit_(
