@@ -246,3 +246,49 @@ def test_opcheck_of_the_compiled_op():
     X, y, params, rows = _problem("opcheck", torch.float32, 40, 2, 3)
     torch.library.opcheck(torch.ops.pyfit.linear_sums.default, (X, y, params, rows[:30], 2, 0.5))
     torch.library.opcheck(torch.ops.pyfit.linear_sums.default, (X, y, params[:1], None, 0, 1.0))
+
+
+# --- CUDA: the same sums as the CPU kernel (run where a GPU is present) ------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@needs_compiled
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("k, d, bias", [(1, 1, True), (3, 17, False), (4, 8, True)])
+def test_cuda_sums_match_the_cpu_kernel_and_autograd(dtype, loss, k, d, bias):
+    X, y, params, rows = _problem(("cuda", dtype, loss, k, d), dtype, 3000, k, d, bias)
+    code = pyfit.ops._settings.LOSS_CODES[loss]
+    X_gpu, y_gpu, params_gpu = X.cuda(), y.cuda(), [p.cuda() for p in params]
+    # rows on the CPU or on the GPU, and none
+    for chosen in (None, rows[:2000], rows[:2000].cuda(), rows[:0]):
+        got = pyfit.ops.linear_sums(X_gpu, y_gpu, params_gpu, rows=chosen, loss=loss, delta=DELTA)
+        assert got.device.type == "cuda"
+        cpu_rows = None if chosen is None else chosen.cpu()
+        want = compiled.linear_sums(X, y, params, cpu_rows, code, DELTA)
+        _assert_close(got.cpu(), want, dtype)
+        if chosen is not None and len(chosen) == 0:
+            assert torch.equal(got.cpu(), torch.zeros_like(want))
+        else:
+            _assert_close(got.cpu(), _oracle(X, y, params, cpu_rows, loss, DELTA), dtype)
+
+
+@needs_compiled
+@needs_cuda
+def test_cuda_sums_are_the_same_run_to_run_and_refuse_bad_rows():
+    X, y, params, rows = _problem("cuda-repeat", torch.float32, 5000, 3, 5)
+    X, y, params, rows = X.cuda(), y.cuda(), [p.cuda() for p in params], rows.cuda()
+    first = pyfit.ops.linear_sums(X, y, params, rows=rows, loss="huber")
+    assert torch.equal(pyfit.ops.linear_sums(X, y, params, rows=rows, loss="huber"), first)
+    with pytest.raises(InputError, match=r"rows must hold row indices in \[0, 5000\)"):
+        pyfit.ops.linear_sums(X, y, params, rows=torch.tensor([5000], device="cuda"))
+
+
+@needs_cuda
+def test_cuda_weights_wider_than_the_kernel_takes_run_the_reference():
+    k = pyfit.ops._checks.CUDA_MAX_LINEAR_OUTPUTS + 1
+    X, y, params, _ = _problem("cuda-wide", torch.float32, 8, k, 2)
+    got = pyfit.ops.linear_sums(X.cuda(), y.cuda(), [p.cuda() for p in params], loss="absolute")
+    _assert_close(got.cpu(), _oracle(X, y, params, None, "absolute", DELTA), torch.float32)
