@@ -189,6 +189,8 @@ def _refusal_cases():
          r"rows must hold row indices in \[0, 6\), got values in \[0, 6\]"),
         ("rows negative", (X, y, [w, b]), {"rows": torch.tensor([-1, 2])},
          r"rows must hold row indices in \[0, 6\), got values in \[-1, 2\]"),
+        ("rows list", (X, y, [w, b]), {"rows": [0, 1]},
+         r"rows must be None or a 1-D int64 tensor of row indices into X, got list"),
         ("rows float", (X, y, [w, b]), {"rows": rows.float()}, r"rows must be int64 .*, got torch.float32"),
         ("rows 2-D", (X, y, [w, b]), {"rows": rows.reshape(2, 3)}, r"rows must be 1-D .*, got shape \(2, 3\)"),
         ("loss name", (X, y, [w, b]), {"loss": "mse"},
