@@ -202,33 +202,32 @@ OptimizerSettings make_sgd_settings(double momentum, double dampening, bool nest
   return s;
 }
 
-LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
-                          at::TensorList state, const at::Tensor& lrs,
-                          const std::optional<at::Tensor>& order, int64_t batch_size,
-                          int64_t loss, int64_t reduction, double delta, int64_t optimizer,
-                          c10::ArrayRef<double> settings, int64_t step, c10::DeviceType device) {
+namespace {
+
+void check_loss(int64_t loss, double delta) {
   TORCH_CHECK(loss >= 0 && loss <= 2, "loss must be 0 (squared), 1 (absolute) or 2 (huber), got ",
               loss);
-  check_reduction(reduction);
   TORCH_CHECK(loss != static_cast<int64_t>(Loss::Huber) || (std::isfinite(delta) && delta > 0),
               "delta must be a finite number > 0 for the huber loss, got ", delta);
-  const OptimizerSettings s = make_optimizer_settings(optimizer, settings);
+}
+
+struct LinearModelShape {
+  int64_t N, K, D;
+};
+
+// X (N, D), y (N, K), params [weight (K, D)] or [weight, bias (K,)]: one device
+// (the kernel's) and one floating dtype. Writability is the caller's concern.
+LinearModelShape check_linear_model(const at::Tensor& X, const at::Tensor& y,
+                                    at::TensorList params, c10::DeviceType device) {
   TORCH_CHECK(params.size() == 1 || params.size() == 2,
               "params must be [weight] or [weight, bias], got ", params.size(), " tensors");
-  const int64_t per_param = s.state_per_param();
-  TORCH_CHECK(state.size() == params.size() * per_param, "state must hold ", per_param,
-              " tensor(s) per param for ", optimizer_name(s.optimizer), " (", state_layout(s),
-              "), ", params.size() * per_param, " for ", params.size(), " param(s), got ",
-              state.size());
   const at::Tensor& weight = params[0];
   check_device(X, "X", X, "X", device);
   check_device(y, "y", X, "X", device);
   for (size_t i = 0; i < params.size(); ++i) check_device(params[i], indexed("params", i), X, "X", device);
-  for (size_t i = 0; i < state.size(); ++i) check_device(state[i], indexed("state", i), X, "X", device);
   check_floating(X, "X");
   check_dtype_like(y, "y", X, "X");
   for (size_t i = 0; i < params.size(); ++i) check_dtype_like(params[i], indexed("params", i), X, "X");
-  for (size_t i = 0; i < state.size(); ++i) check_dtype_like(state[i], indexed("state", i), X, "X");
   TORCH_CHECK(X.dim() == 2, "X must be 2-D (N, D), got shape ", X.sizes());
   TORCH_CHECK(weight.dim() == 2, "weight (params[0]) must be 2-D (K, D), got shape ",
               weight.sizes());
@@ -237,6 +236,45 @@ LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorLi
               ") for X of shape ", X.sizes(), ", got ", weight.sizes());
   check_shape(y, "y", {N, K});
   if (params.size() == 2) check_shape(params[1], "bias (params[1])", {K});
+  return {N, K, D};
+}
+
+// Row indices: int64 on the CPU or on X's device.
+void check_index_tensor(const at::Tensor& indices, const char* name, const at::Device& device) {
+  TORCH_CHECK(indices.is_cpu() || indices.device() == device, name,
+              " must be on the CPU or on X's device ", device, ", got ", indices.device());
+  TORCH_CHECK(indices.scalar_type() == at::kLong, name, " must be int64, got ",
+              indices.scalar_type());
+}
+
+// Every index names one of n rows (a pass over the indices, not over the data).
+void check_index_values(const at::Tensor& indices, const char* name, int64_t n) {
+  if (indices.numel() > 0) {
+    const int64_t lo = indices.min().item<int64_t>(), hi = indices.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < n, name, " must hold row indices in [0, ", n,
+                "), got values in [", lo, ", ", hi, "]");
+  }
+}
+
+}  // namespace
+
+LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
+                          at::TensorList state, const at::Tensor& lrs,
+                          const std::optional<at::Tensor>& order, int64_t batch_size,
+                          int64_t loss, int64_t reduction, double delta, int64_t optimizer,
+                          c10::ArrayRef<double> settings, int64_t step, c10::DeviceType device) {
+  check_loss(loss, delta);
+  check_reduction(reduction);
+  const OptimizerSettings s = make_optimizer_settings(optimizer, settings);
+  const LinearModelShape shape = check_linear_model(X, y, params, device);
+  const int64_t N = shape.N, K = shape.K, D = shape.D;
+  const int64_t per_param = s.state_per_param();
+  TORCH_CHECK(state.size() == params.size() * per_param, "state must hold ", per_param,
+              " tensor(s) per param for ", optimizer_name(s.optimizer), " (", state_layout(s),
+              "), ", params.size() * per_param, " for ", params.size(), " param(s), got ",
+              state.size());
+  for (size_t i = 0; i < state.size(); ++i) check_device(state[i], indexed("state", i), X, "X", device);
+  for (size_t i = 0; i < state.size(); ++i) check_dtype_like(state[i], indexed("state", i), X, "X");
   for (size_t i = 0; i < params.size(); ++i) check_writable(params[i], indexed("params", i));
   for (size_t i = 0; i < state.size(); ++i) {
     const size_t owner = i / per_param;
@@ -275,16 +313,30 @@ at::Tensor prepare_order(const std::optional<at::Tensor>& order_in, int64_t epoc
                          const at::Device& device) {
   if (!order_in.has_value()) return at::Tensor();
   const at::Tensor& order = *order_in;
-  TORCH_CHECK(order.is_cpu() || order.device() == device, "order must be on the CPU or on X's ",
-              "device ", device, ", got ", order.device());
-  TORCH_CHECK(order.scalar_type() == at::kLong, "order must be int64, got ", order.scalar_type());
+  check_index_tensor(order, "order", device);
   check_shape(order, "order", {epochs, n});
-  if (order.numel() > 0) {
-    const int64_t lo = order.min().item<int64_t>(), hi = order.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < n, "order must hold row indices in [0, ", n, "), got values in [",
-                lo, ", ", hi, "]");
-  }
+  check_index_values(order, "order", n);
   return order.to(device).contiguous();
+}
+
+LinearSumsArgs prepare_linear_sums(const at::Tensor& X, const at::Tensor& y,
+                                   at::TensorList params, const std::optional<at::Tensor>& rows,
+                                   int64_t loss, double delta, c10::DeviceType device) {
+  check_loss(loss, delta);
+  const LinearModelShape shape = check_linear_model(X, y, params, device);
+  at::Tensor rows_work;
+  if (rows.has_value()) {
+    check_index_tensor(*rows, "rows", X.device());
+    TORCH_CHECK(rows->dim() == 1, "rows must be 1-D (row indices into X), got shape ",
+                rows->sizes());
+    check_index_values(*rows, "rows", shape.N);
+    rows_work = rows->to(X.device()).contiguous();
+  }
+  LinearSumsArgs work{X.contiguous(), y.contiguous(), {}, rows_work,
+                      rows_work.defined() ? rows_work.numel() : shape.N, shape.K, shape.D,
+                      static_cast<Loss>(loss), delta};
+  for (const at::Tensor& p : params) work.params.push_back(p.contiguous());
+  return work;
 }
 
 }  // namespace pyfit

@@ -76,6 +76,29 @@ at::Tensor linear_fit_kernel(const at::Tensor& X, const at::Tensor& y, at::Tenso
   return losses;
 }
 
+// linear_sums: the rows (all of X's, or `rows` indices into X) of a linear model,
+// X (N, D), y (N, K), params [weight (K, D)] or [weight, bias (K,)]; nothing is written.
+struct LinearSumsArgs {
+  at::Tensor X, y;
+  std::vector<at::Tensor> params;  // contiguous
+  at::Tensor rows;                 // (n,) int64 contiguous on X's device, or undefined
+  int64_t n, K, D;                 // n: rows summed (N without `rows`)
+  Loss loss;
+  double delta;
+};
+LinearSumsArgs prepare_linear_sums(const at::Tensor& X, const at::Tensor& y,
+                                   at::TensorList params, const std::optional<at::Tensor>& rows,
+                                   int64_t loss, double delta, c10::DeviceType device);
+
+// The linear_sums op for one device (CPU and CUDA): checks every argument, then kRun
+// returns the P = 1 + K + K*D float64 sums on X's device (linear_kernel.h's layout).
+template <c10::DeviceType kDevice, at::Tensor (*kRun)(const LinearSumsArgs&)>
+at::Tensor linear_sums_kernel(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
+                              const std::optional<at::Tensor>& rows, int64_t loss,
+                              double delta) {
+  return kRun(prepare_linear_sums(X, y, params, rows, loss, delta, kDevice));
+}
+
 // One learning rate per epoch: a 1-D float64 CPU tensor, made contiguous.
 at::Tensor prepare_lrs(const at::Tensor& lrs);
 // Each epoch's row order, (epochs, n) int64 on the CPU or X's device, values in

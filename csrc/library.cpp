@@ -20,4 +20,8 @@ TORCH_LIBRARY(pyfit, m) {
       "linear_fit_(Tensor X, Tensor y, Tensor(a!)[] params, Tensor(b!)[] state, Tensor lrs, "
       "Tensor? order, int batch_size, int loss, int reduction, float delta, int optimizer, "
       "float[] settings, int step) -> Tensor");
+  // The same model's row pass alone, over all rows of X or those rows indexes: the
+  // unscaled float64 sums [loss value, d/d bias (K), d/d weight (K, D)] (without the
+  // loss's constant factor), P = 1 + K + K*D, to add over chunks before an update.
+  m.def("linear_sums(Tensor X, Tensor y, Tensor[] params, Tensor? rows, int loss, float delta) -> Tensor");
 }

@@ -1,7 +1,9 @@
 // The fused fit of a linear model y ≈ X @ weight.T + bias: per step one read of
 // the batch's rows (linear_kernel.h, for the squared, absolute or Huber loss), then
 // the small update of the params and the optimizer's state (update_rules.h),
-// undone when it leaves a param non-finite. The whole epoch loop runs here.
+// undone when it leaves a param non-finite. The whole epoch loop runs here. Also
+// the same row pass alone (linear_sums): the unscaled sums, for callers that add
+// them over chunks or processes before one update.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -130,10 +132,27 @@ at::Tensor run_linear_fit_cpu(const LinearArgs& a) {
   return losses;
 }
 
+// The sums of a checked linear_sums call (linear_sums_kernel in arguments.h calls it):
+// the fit's row pass with its blocking, so equal for any thread count.
+at::Tensor run_linear_sums_cpu(const LinearSumsArgs& a) {
+  at::Tensor total = at::empty({linear::partial_size(a.K, a.D)}, a.X.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(a.X.scalar_type(), "linear_sums_cpu", [&] {
+    std::vector<double> partials;
+    const scalar_t* bias = a.params.size() > 1 ? a.params[1].const_data_ptr<scalar_t>() : nullptr;
+    linear::batch_sums<scalar_t>(a.X.const_data_ptr<scalar_t>(), a.y.const_data_ptr<scalar_t>(),
+                                 a.rows.defined() ? a.rows.const_data_ptr<int64_t>() : nullptr,
+                                 a.n, a.K, a.D, a.params[0].const_data_ptr<scalar_t>(), bias,
+                                 a.loss, static_cast<scalar_t>(a.delta), partials,
+                                 total.mutable_data_ptr<double>());
+  });
+  return total;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfit, CPU, m) {
   m.impl("linear_fit_", &linear_fit_kernel<c10::DeviceType::CPU, &run_linear_fit_cpu>);
+  m.impl("linear_sums", &linear_sums_kernel<c10::DeviceType::CPU, &run_linear_sums_cpu>);
 }
 
 }  // namespace pyfit

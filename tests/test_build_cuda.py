@@ -16,7 +16,7 @@ import venv
 import pytest
 
 TORCH = "torch==2.14.1"  # pinned: a CUDA 13.0 build, to match nvcc 13.0
-OPS = ("mse_loss_fwd", "sgd_update_", "linear_fit_")
+OPS = ("mse_loss_fwd", "sgd_update_", "linear_fit_", "linear_sums")
 NVCC = shutil.which("nvcc")
 
 CHECK = f"""

@@ -97,15 +97,15 @@ void sgd_update_cuda(at::TensorList params, at::TensorList grads, at::TensorList
 
 // The CUDA linear kernels keep a tile of residuals, (rows, K), in shared memory;
 // more outputs than that does not fit are refused before anything runs.
-void check_linear_size(const LinearArgs& a) {
-  TORCH_CHECK(a.K <= k::kLinearMaxOutputs, "the CUDA linear kernel takes at most ",
-              k::kLinearMaxOutputs, " outputs (K, rows of weight), got ", a.K,
+void check_linear_size(int64_t K) {
+  TORCH_CHECK(K <= k::kLinearMaxOutputs, "the CUDA linear kernel takes at most ",
+              k::kLinearMaxOutputs, " outputs (K, rows of weight), got ", K,
               "; fit this model on the CPU or with pyfit's autograd path");
 }
 
 // The epochs of a checked fit (linear_fit_kernel in ../arguments.h calls it).
 at::Tensor run_linear_fit_cuda(const LinearArgs& a) {
-  check_linear_size(a);
+  check_linear_size(a.K);
   const at::Tensor& X = a.X;
   const c10::cuda::CUDAGuard guard(X.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -152,12 +152,30 @@ at::Tensor run_linear_fit_cuda(const LinearArgs& a) {
   return losses;
 }
 
+// The sums of a checked linear_sums call (linear_sums_kernel in ../arguments.h calls it).
+at::Tensor run_linear_sums_cuda(const LinearSumsArgs& a) {
+  check_linear_size(a.K);
+  const c10::cuda::CUDAGuard guard(a.X.device());
+  const at::TensorOptions doubles = a.X.options().dtype(at::kDouble);
+  at::Tensor partials = at::empty({k::linear_partials_size(a.n, a.K, a.D)}, doubles);
+  at::Tensor total = at::empty({1 + a.K + a.K * a.D}, doubles);
+  check_cuda(k::linear_sums(dtype_of(a.X), a.X.const_data_ptr(), a.y.const_data_ptr(),
+                            a.rows.defined() ? a.rows.const_data_ptr<int64_t>() : nullptr, a.n,
+                            a.K, a.D, a.params[0].const_data_ptr(),
+                            a.params.size() > 1 ? a.params[1].const_data_ptr() : nullptr, a.loss,
+                            a.delta, partials.mutable_data_ptr<double>(),
+                            total.mutable_data_ptr<double>(), c10::cuda::getCurrentCUDAStream()),
+             "pyfit linear_sums kernel launch");
+  return total;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfit, CUDA, m) {
   m.impl("mse_loss_fwd", &mse_loss_fwd_cuda);
   m.impl("sgd_update_", &sgd_update_cuda);
   m.impl("linear_fit_", &linear_fit_kernel<c10::DeviceType::CUDA, &run_linear_fit_cuda>);
+  m.impl("linear_sums", &linear_sums_kernel<c10::DeviceType::CUDA, &run_linear_sums_cuda>);
 }
 
 }  // namespace pyfit

@@ -76,5 +76,13 @@ cudaError_t linear_step(DType dtype, const void* X, const void* y, const int64_t
                         void* scratch, LinearFitState* fit, void* epoch_loss,
                         cudaStream_t stream);
 
+// linear_sums: the unscaled sums of a linear model's loss terms over n rows (rows:
+// device int64 indices or nullptr; bias: nullptr for none) into total, P = 1 + K +
+// K*D doubles in linear_kernel.h's layout, through linear_partials_size(n, K, D)
+// doubles of partials. Deterministic; K at most kLinearMaxOutputs.
+cudaError_t linear_sums(DType dtype, const void* X, const void* y, const int64_t* rows, int64_t n,
+                        int64_t K, int64_t D, const void* weight, const void* bias, Loss loss,
+                        double delta, double* partials, double* total, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace pyfit

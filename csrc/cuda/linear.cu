@@ -1,5 +1,6 @@
 // One optimizer step of a linear model on CUDA, deterministic and without host
-// synchronisation (the fit's state lives on the device):
+// synchronisation (the fit's state lives on the device); linear_sums runs stages
+// 1 and 2 alone:
 //   1. partials: a fixed grid of blocks each sums its rows' loss and unscaled
 //      gradient terms (loss_terms.h) into its own partials (residuals of a tile of
 //      rows in shared memory, then one thread per output);
@@ -46,7 +47,7 @@ template <typename T, Loss L>
 __global__ void linear_partials(const T* X, const T* y, const int64_t* rows, int64_t n,
                                 int64_t K, int64_t D, const T* weight, const T* bias, T delta,
                                 int64_t tile, const LinearFitState* fit, double* partials) {
-  if (fit->stopped) return;
+  if (fit && fit->stopped) return;
   extern __shared__ double residual[];  // (tile, K): pred - target
   const int64_t P = 1 + K + K * D;
   const int64_t per_block = (n + gridDim.x - 1) / gridDim.x;
@@ -85,10 +86,11 @@ __global__ void linear_partials(const T* X, const T* y, const int64_t* rows, int
   }
 }
 
+// (fit: null outside a fit, as in linear_sums.)
 // total[j] = the blocks' partials of output j added in block order.
 __global__ void linear_total(int64_t blocks, int64_t P, const double* partials, double* total,
                              const LinearFitState* fit) {
-  if (fit->stopped) return;
+  if (fit && fit->stopped) return;
   for (int64_t j = global_thread(); j < P; j += global_stride()) {
     double acc = 0;
     for (int64_t b = 0; b < blocks; ++b) acc += partials[b * P + j];
@@ -161,27 +163,41 @@ __global__ void linear_commit(int64_t m, int64_t K, int64_t KD, LinearTargets ta
   }
 }
 
+// Stages 1 and 2: the sums of n rows into total (P doubles) through per-block
+// partials (linear_partials_size(n, K, D) doubles, total may be their last P).
+template <typename T, Loss L>
+cudaError_t launch_sums(const T* X, const T* y, const int64_t* rows, int64_t n, int64_t K,
+                        int64_t D, const T* weight, const T* bias, T delta,
+                        const LinearFitState* fit, double* partials, double* total,
+                        cudaStream_t stream) {
+  if (K > kLinearMaxOutputs) return cudaErrorInvalidValue;  // the bindings refuse it first
+  const int64_t P = 1 + K + K * D;
+  const int64_t blocks = blocks_for(n, P);
+  int64_t tile = K > 0 ? kSharedDoubles / K : 64;
+  tile = tile > 64 ? 64 : (tile < 1 ? 1 : tile);
+  linear_partials<T, L><<<blocks, kThreads, tile * (K > 0 ? K : 1) * sizeof(double), stream>>>(
+      X, y, rows, n, K, D, weight, bias, delta, tile, fit, partials);
+  // sums of partials that were never written would be garbage
+  const cudaError_t status = cudaGetLastError();
+  if (status != cudaSuccess) return status;
+  linear_total<<<elementwise_blocks(P), kThreads, 0, stream>>>(blocks, P, partials, total, fit);
+  return cudaGetLastError();
+}
+
 template <typename T, Loss L>
 cudaError_t launch(const T* X, const T* y, const int64_t* rows, int64_t n, int64_t K,
                    int64_t D, LinearTargets targets, T delta, int mean,
                    const OptimizerSettings& settings, StepScalars scalars, double share,
                    int end_of_epoch, double* partials, T* next, LinearFitState* fit,
                    T* epoch_loss, cudaStream_t stream) {
-  if (K > kLinearMaxOutputs) return cudaErrorInvalidValue;  // the bindings refuse it first
-  const int64_t P = 1 + K + K * D, KD = K * D;
-  const int64_t blocks = blocks_for(n, P);
-  int64_t tile = K > 0 ? kSharedDoubles / K : 64;
-  tile = tile > 64 ? 64 : (tile < 1 ? 1 : tile);
+  const int64_t KD = K * D;
   const T* weight = static_cast<const T*>(targets.param[0]);
   const T* bias = targets.count > 1 ? static_cast<const T*>(targets.param[1]) : nullptr;
-  linear_partials<T, L><<<blocks, kThreads, tile * (K > 0 ? K : 1) * sizeof(double), stream>>>(
-      X, y, rows, n, K, D, weight, bias, delta, tile, fit, partials);
+  double* total = partials + blocks_for(n, 1 + K + KD) * (1 + K + KD);
   // a step from partials that were never summed would corrupt the params
-  cudaError_t status = cudaGetLastError();
+  cudaError_t status =
+      launch_sums<T, L>(X, y, rows, n, K, D, weight, bias, delta, fit, partials, total, stream);
   if (status != cudaSuccess) return status;
-  double* total = partials + blocks * P;
-  linear_total<<<elementwise_blocks(P), kThreads, 0, stream>>>(blocks, P, partials, total, fit);
-  if ((status = cudaGetLastError()) != cudaSuccess) return status;
   const int64_t m = KD + (bias ? K : 0);
   const int per_param = settings.state_per_param();
   const double divisor = mean ? double(n) * double(K) : 1.0;
@@ -212,6 +228,22 @@ cudaError_t launch_for_loss(Loss loss, const T* X, const T* y, const int64_t* ro
   return cudaErrorInvalidValue;
 }
 
+template <typename T>
+cudaError_t launch_sums_for_loss(Loss loss, const T* X, const T* y, const int64_t* rows,
+                                 int64_t n, int64_t K, int64_t D, const T* weight,
+                                 const T* bias, T delta, double* partials, double* total,
+                                 cudaStream_t stream) {
+#define PYFIT_LINEAR_SUMS_LAUNCH(L) \
+  launch_sums<T, L>(X, y, rows, n, K, D, weight, bias, delta, nullptr, partials, total, stream)
+  switch (loss) {
+    case Loss::Squared: return PYFIT_LINEAR_SUMS_LAUNCH(Loss::Squared);
+    case Loss::Absolute: return PYFIT_LINEAR_SUMS_LAUNCH(Loss::Absolute);
+    case Loss::Huber: return PYFIT_LINEAR_SUMS_LAUNCH(Loss::Huber);
+  }
+#undef PYFIT_LINEAR_SUMS_LAUNCH
+  return cudaErrorInvalidValue;
+}
+
 }  // namespace
 
 int64_t linear_partials_size(int64_t n, int64_t K, int64_t D) {
@@ -237,6 +269,19 @@ cudaError_t linear_step(DType dtype, const void* X, const void* y, const int64_t
   if (dtype == DType::Float32) return PYFIT_LINEAR_DTYPE(float);
   if (dtype == DType::Float64) return PYFIT_LINEAR_DTYPE(double);
 #undef PYFIT_LINEAR_DTYPE
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t linear_sums(DType dtype, const void* X, const void* y, const int64_t* rows, int64_t n,
+                        int64_t K, int64_t D, const void* weight, const void* bias, Loss loss,
+                        double delta, double* partials, double* total, cudaStream_t stream) {
+#define PYFIT_LINEAR_SUMS_DTYPE(T)                                                           \
+  launch_sums_for_loss<T>(loss, static_cast<const T*>(X), static_cast<const T*>(y), rows, n, \
+                          K, D, static_cast<const T*>(weight), static_cast<const T*>(bias), \
+                          T(delta), partials, total, stream)
+  if (dtype == DType::Float32) return PYFIT_LINEAR_SUMS_DTYPE(float);
+  if (dtype == DType::Float64) return PYFIT_LINEAR_SUMS_DTYPE(double);
+#undef PYFIT_LINEAR_SUMS_DTYPE
   return cudaErrorInvalidValue;
 }
 

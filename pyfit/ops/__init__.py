@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import InputError
 
-from . import _checks, _settings
+from . import _checks, _reference, _settings
 from ._backend import (
     BackendUnavailableError,
     backend,
@@ -242,7 +242,9 @@ def linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], *, rows: Optiona
     absolute (value |r|), r clamped to [-delta, delta] for huber. Sums over disjoint
     rows add up to the sums over all of them (chunks of a file, or ranks), and a
     gradient is the sums times the loss's scale (2 for squared, and 1 / (rows * K) for
-    a mean). The result depends only on the inputs, never on the thread count.
+    a mean). The result depends only on the inputs and the device, never on the
+    thread count. Runs compiled on the CPU and on CUDA (there up to
+    6144 outputs K; a wider weight runs the reference).
 
     >>> import torch, pyfit
     >>> X, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]])
@@ -252,6 +254,9 @@ def linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], *, rows: Optiona
     params = _tensor_list(params, "params", "[weight] or [weight, bias]")
     args = (X, y, params, rows, _checks.loss_code(loss), float(delta))
     with torch.no_grad():
+        if params and not _checks.linear_kernel_takes(params[0]):
+            # more outputs than the CUDA kernel holds: the reference computes the same sums
+            return _reference.linear_sums(*args)
         return _run("linear_sums", lambda: _checks.check_linear_sums(*args), *args)
 
 

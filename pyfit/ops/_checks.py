@@ -152,10 +152,15 @@ def check_linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], rows: Opti
     _check_linear_tensors(X, y, params)
     if rows is None:
         return
+    if not isinstance(rows, Tensor):
+        raise InputError(f"rows must be None or a 1-D int64 tensor of row indices into X, got "
+                         f"{type(rows).__name__}")
     if rows.device.type != "cpu" and rows.device != X.device:
         raise InputError(f"rows must be on the CPU or on X's device {X.device}, got {rows.device}")
-    if rows.dtype != torch.int64 or rows.dim() != 1:
-        raise InputError(f"rows must be a 1-D int64 tensor of row indices, got {rows.dim()}-D {rows.dtype}")
+    if rows.dtype != torch.int64:
+        raise InputError(f"rows must be int64 (row indices into X), got {rows.dtype}")
+    if rows.dim() != 1:
+        raise InputError(f"rows must be 1-D (row indices into X), got shape {tuple(rows.shape)}")
     if read_values:
         _check_row_indices(rows, "rows", X.shape[0])
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from . import _checks
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_OPS = ("mse_loss_fwd", "sgd_update_", "linear_fit_")
+_OPS = ("mse_loss_fwd", "sgd_update_", "linear_fit_", "linear_sums")
 _registered = False
 
 
@@ -104,6 +104,11 @@ def _register_python_parts() -> None:
                                  delta, optimizer, settings, step, read_values=False)
         return X.new_empty((lrs.shape[0],))
 
+    @torch.library.register_fake("pyfit::linear_sums")
+    def _(X, y, params, rows, loss, delta) -> Tensor:
+        _checks.check_linear_sums(X, y, params, rows, loss, delta, read_values=False)
+        return X.new_empty((1 + params[0].shape[0] * (1 + X.shape[1]),), dtype=torch.float64)
+
     def setup_context(ctx, inputs, output) -> None:
         pred, target, reduction = inputs
         # pred and target (as F.mse_loss keeps them) recompute the gradient for any
@@ -167,8 +172,10 @@ def linear_fit_(X: Tensor, y: Tensor, params: Sequence[Tensor], state: Sequence[
                                        loss, reduction, delta, optimizer, list(settings), step)
 
 
-# the compiled kernel comes next; until then the compiled backend runs the reference's
-from ._reference import linear_sums  # noqa: E402
+def linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], rows: Optional[Tensor], loss: int,
+                delta: float) -> Tensor:
+    return torch.ops.pyfit.linear_sums(X, y, list(params), rows, loss, delta)
+
 
 _FUNCTIONS: List = [mse_loss_fwd, mse_loss, sgd_update_, linear_fit_, linear_sums]
 
