@@ -57,7 +57,10 @@ class FileRows:
         self.file, self.world, self.dtype = file, world, dtype
         self.shard = Shard(world, start, stop, total)
         self.chunk_rows = file.rows_per_chunk(chunk_bytes)
-        self.streamed = stop - start > self.chunk_rows
+        # decided alike on every rank, from the largest share: ranks that held their rows in memory while
+        # others streamed would run different fits
+        largest_share = -(-total // (world.size if world is not None else 1))
+        self.streamed = largest_share > self.chunk_rows
         # the rows themselves when they fit, else the first one, for the fit's shapes and dtype
         X, y = file.read(start, stop) if not self.streamed else file.read(0, 1)
         self.X, self.y = X.to(dtype), self._targets(y.to(dtype))

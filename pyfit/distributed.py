@@ -73,7 +73,7 @@ class World:
         except RuntimeError as error:  # gloo and NCCL report a lost or silent peer as a RuntimeError
             detail = (str(error).strip().splitlines() or [""])[0][:200]
             raise DistributedError(
-                f"rank {self.rank} of {self.size} lost the other ranks while adding up {what}: one of them has "
+                f"rank {self.rank} of {self.size} lost the other ranks while exchanging {what}: one of them has "
                 f"died, hung (no answer within the {self.timeout:g} s timeout) or failed on its own (see its "
                 f"output), so this rank stops too. A checkpoint written before this point is intact: resume "
                 f"from it, with any number of ranks. ({detail})") from None
