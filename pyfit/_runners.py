@@ -575,14 +575,6 @@ def _interrupt_flag() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _agreed(world: Any, flag: Callable[[], bool]) -> Callable[[], bool]:
-    def any_rank() -> bool:
-        raised = torch.tensor([1.0 if flag() else 0.0], dtype=torch.float64)
-        return bool(world.max(raised, "whether to stop") > 0)
-
-    return any_rank
-
-
 def _progress_bar(progress: Optional[bool], epochs: int):
     show = progress if progress is not None else (epochs >= 100 and sys.stderr.isatty())
     if not show:
@@ -618,8 +610,13 @@ def run(runner: Runner, state: FitState, callbacks: List[Any], progress: Optiona
     every = checkpoint_every if save is not None else None
     try:
         with _interrupt_flag() as own_flag:
-            # under torchrun a Ctrl-C on any rank stops them all after the same step
-            interrupted = own_flag if world is None else _agreed(world, own_flag)
+            interrupted = own_flag
+            shard = getattr(runner, "shard", None)
+            if shard is not None and shard.world is not None:
+                # under torchrun a Ctrl-C on any rank stops them all after the same step: the request
+                # travels with the step's sums (the ranks must agree on where to stop, not just stop)
+                shard.own_request = own_flag
+                interrupted = lambda: shard.stop_requested  # noqa: E731
             while state.epoch < state.epochs and state.stop_reason is None:
                 before = state.epoch
                 count = min(chunk, state.epochs - state.epoch)

@@ -10,7 +10,7 @@ checkpoint resumes on any number of ranks.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
@@ -23,6 +23,11 @@ class Shard:
 
     def __init__(self, world: Optional[World], start: int, stop: int, total: int):
         self.world, self.start, self.stop, self.total = world, start, stop, total
+        # a stop request (Ctrl-C) rides on every exchange, so that all ranks learn of it at the same step
+        # at no extra cost: own_request says whether this rank has one, stop_requested whether any had
+        # one at the last exchange
+        self.own_request: Callable[[], bool] = lambda: False
+        self.stop_requested = False
 
     def local_rows(self, order: Optional[torch.Tensor], begin: int, end: int) -> Union[slice, torch.Tensor]:
         """This rank's rows of the batch ``order[begin:end]`` (rows ``begin..end-1`` without an order), as
@@ -42,8 +47,15 @@ class Shard:
         return X[rows], y[rows]
 
     def sum(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
-        """``tensor`` added over the ranks, in place."""
-        return tensor if self.world is None else self.world.sum(tensor, what)
+        """``tensor`` added over the ranks, in place (with this rank's stop request, see __init__)."""
+        if self.world is None:
+            self.stop_requested = self.own_request()
+            return tensor
+        request = torch.full((1,), 1.0 if self.own_request() else 0.0, dtype=tensor.dtype, device=tensor.device)
+        both = self.world.sum(torch.cat([tensor.reshape(-1), request]), what)
+        tensor.copy_(both[:-1].view(tensor.shape))
+        self.stop_requested = bool(both[-1] > 0)
+        return tensor
 
     def add_gradients(self, params: List[torch.Tensor], loss: Optional[torch.Tensor],
                       share: float) -> torch.Tensor:
