@@ -59,8 +59,9 @@ start=$SECONDS
 grep -qi "building the cpu ops only" "$LOGS/build.log" && { grep -i -A2 "WARNING (pyfit)" "$LOGS/build.log"; fail "setup.py built the CPU ops only (build.log)"; }
 kernels=$(PYFIT_BACKEND=cpp "$PYTHON" -c '
 import torch, pyfit.ops
+from pyfit.ops._extension import _OPS
 pyfit.ops.backend()
-for op in ("mse_loss_fwd", "sgd_update_", "linear_step_", "linear_fit_"):
+for op in _OPS:
     print(op, torch._C._dispatch_has_kernel_for_dispatch_key("pyfit::" + op, "CUDA"))
 ' 2>&1) || fail "the built extension does not load: $kernels"
 grep -q "False" <<<"$kernels" && fail "an op has no CUDA kernel: $kernels"
@@ -85,7 +86,7 @@ tail -5 "$LOGS/tests_cuda.log" | tee -a "$RESULTS"
 [ $status -eq 0 ] || { grep -E "^(FAILED|ERROR)" "$LOGS/tests_cuda.log" | head -40; fail "CUDA tests (tests_cuda.log)"; }
 grep -q "skipped" "$LOGS/tests_cuda.log" && fail "CUDA tests were skipped on a machine with a GPU (tests_cuda.log)"
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_ops_arguments.py tests/test_ops_mse.py \
-    tests/test_ops_sgd.py tests/test_ops_linear.py > "$LOGS/tests_cpu.log" 2>&1
+    tests/test_ops_sgd.py tests/test_ops_linear.py tests/test_ops_sums.py > "$LOGS/tests_cpu.log" 2>&1
 status=$?
 tail -2 "$LOGS/tests_cpu.log" | tee -a "$RESULTS"
 [ $status -eq 0 ] || { grep -E "^(FAILED|ERROR)" "$LOGS/tests_cpu.log" | head -40; fail "CPU op tests (tests_cpu.log)"; }
