@@ -117,6 +117,31 @@ class FileRows:
             self.world.max(largest, "the design's largest row")
         return gram / self.shard.total, float(largest), self.shard.total
 
+    def check_streamable(self, model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse a fit that streamed rows cannot run (they need the compiled sums of a linear model)."""
+        from ._summed_linear import summed_plan
+
+        if self.streamed and summed_plan(model, loss_fn, optimizer, self.X) is None:
+            raise InputError(f"{self.file.path} has more rows than one chunk holds ({self.chunk_rows}; see chunk_mb), "
+                             "and a streamed fit needs a linear or polynomial model under mse, sse, mae or huber, "
+                             "with an optimizer that steps without a closure: raise chunk_mb to hold the rows in "
+                             "memory, or fit such a model")
+
+    def runner(self, model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer, batch_size: Optional[int],
+               shuffle: bool = False, generator: Optional[torch.Generator] = None, scheduler: Any = None):
+        """The runner of a fit's epochs on these rows: streamed rows through the compiled sums, rows in memory
+        on the fastest path that adds each step's gradient over the ranks."""
+        from ._runners import choose
+        from ._summed_linear import SummedLinear, summed_plan
+
+        generator = generator if generator is not None else torch.Generator()
+        if self.streamed:
+            self.check_streamable(model, loss_fn, optimizer)
+            return SummedLinear(model, summed_plan(model, loss_fn, optimizer, self.X), loss_fn, optimizer, self.X,
+                                self.y, batch_size, shuffle, generator, scheduler, self.shard, chunks=self.chunks)
+        return choose(model, loss_fn, optimizer, self.X, self.y, batch_size, shuffle, generator,
+                      precomputed_scheduler=scheduler, shard=self.shard)
+
     def scores(self, model: nn.Module, loss_fn: Any) -> Tuple[Dict[str, float], Predictions]:
         """The closing scores (loss, r2, rmse, mae) of ``model`` over all the rows, and what the diagnosis
         reads of its predictions; a mean loss is taken as the rows' mean, as the fit takes it."""
@@ -163,14 +188,18 @@ class FileRows:
 
 def auto_lr_over(rows: FileRows):
     """learning_rate.auto_lr over all of a RowFile's rows: SGD on a linear model under a squared error takes
-    its step from the Gram matrix of the whole design; a range test is not run over a RowFile."""
-    from .learning_rate import gram_bound, is_least_squares_sgd, lr_for_curvature
+    its step from the Gram matrix of the whole design, anything else the range test's suggestion, its steps
+    taken on every chunk and rank's rows."""
+    from .learning_rate import gram_bound, is_least_squares_sgd, lr_for_curvature, range_test, shared_steps
 
     def choose(model, loss_fn, optimizer, settings, X, y, batch_size, build):
         reduction = is_least_squares_sgd(model, loss_fn, optimizer)
         if reduction is None:
-            raise InputError("lr='auto' runs a learning-rate range test for this optimizer, which pyfit does not "
-                             "run over a RowFile yet: give lr (pyfit lr-find on a sample of the rows suggests one)")
+            total = rows.shard.total
+            batch = total if batch_size is None or batch_size >= total else batch_size
+            steps = shared_steps(lambda trial, opt: rows.runner(trial, loss_fn, opt, batch_size), batch, total)
+            found = range_test(model, loss_fn, build, X, y, batch_size=batch_size, stepped=steps)
+            return found.lr, found.reason
         bias = getattr(model, "bias", None) is not None
         gram, largest_row, n = rows.gram(model.design_matrix, bias)
         outputs = 1 if y.dim() == 1 else y.shape[1]

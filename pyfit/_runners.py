@@ -428,12 +428,7 @@ class Autograd(Runner):
             else:
                 rows = order[start:stop].to(self.X.device)
                 xb, yb = self.X[rows], self.y[rows]
-            if self.needs_closure:
-                loss = self._closure_step(xb, yb, stop - start)
-            else:
-                loss = self._backward(xb, yb, stop - start)
-                if not self._step():
-                    loss = None
+            loss = self._take_step(xb, yb, stop - start)
             if loss is None:  # the step overflowed
                 return torch.full((), math.inf, dtype=torch.float64, device=self.X.device)
             if start == 0 and stop == n:  # full batch: the loss is the epoch's (read as a float later)
@@ -445,6 +440,23 @@ class Autograd(Runner):
             if interrupted() and stop < n:
                 return None
         return total
+
+    def _take_step(self, xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
+        """One optimizer step on a batch (of ``rows`` rows over all ranks); its loss, None if it overflowed."""
+        if self.needs_closure:
+            return self._closure_step(xb, yb, rows)
+        loss = self._backward(xb, yb, rows)
+        return loss if self._step() else None
+
+    def step_rows(self, start: int, stop: int) -> float:
+        """One step on rows ``start..stop-1`` of the fit's rows (all ranks'), in order, as a range test takes
+        it: the loss before it (inf where it overflowed)."""
+        if self.shard is not None:
+            xb, yb = self.shard.batch(self.X, self.y, None, start, stop)
+        else:
+            xb, yb = self.X[start:stop], self.y[start:stop]
+        loss = self._take_step(xb, yb, stop - start)
+        return math.inf if loss is None else float(loss)
 
     def _snapshot(self) -> _Snapshot:
         """The snapshot the epochs refresh: kept between calls, so its buffers are allocated once."""

@@ -114,6 +114,11 @@ class SummedLinear(Autograd):
             self.bias.grad = grads[:K].to(self.bias.dtype)
         return loss if self._step() else None
 
+    def step_rows(self, start: int, stop: int) -> float:
+        sums = self.shard.sum(self._sums(self.shard.local_rows(None, start, stop)), "the loss and gradient sums")
+        loss = self._update(sums, stop - start)
+        return math.inf if loss is None else loss
+
     def _epoch(self, interrupted: Callable[[], bool]) -> Optional[torch.Tensor]:
         n = self.rows
         order = _order(self.generator, n) if self.shuffled else None

@@ -31,7 +31,6 @@ from .models import build_model
 from .optimizers import build_optimizer
 from .outcome import assess, judge
 from ._file_rows import FileRows, auto_lr_over, refuse_unsupported
-from ._summed_linear import SummedLinear, summed_plan
 from .row_files import RowFile
 from .predict import model_dtype_device
 from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
@@ -452,11 +451,8 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chu
     lr, lr_reason = starting_lr(lr, optimizer, optimizer_kwargs, resumed_settings is not None, built, loss_fn, X, y,
                                 batch_size, choose=None if rows is None else auto_lr_over(rows))
     opt = _resolve_optimizer(optimizer, built, lr, optimizer_kwargs, resumed_settings)
-    if rows is not None and rows.streamed and summed_plan(built, loss_fn, opt, X) is None:
-        raise InputError(f"{rows.file.path} has more rows than fit in chunk_mb={chunk_mb:g} MB, and a streamed "
-                         "fit needs a linear or polynomial model under mse, sse, mae or huber, with an optimizer "
-                         "that steps without a closure: raise chunk_mb to hold the rows in memory, or fit such "
-                         "a model")
+    if rows is not None:
+        rows.check_streamable(built, loss_fn, opt)
     scheduler_factory = _scheduler_factory(scheduler, epochs, scheduler_kwargs)
     scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt, epochs, saved is not None)
 
@@ -561,13 +557,11 @@ def _file_rows(file: RowFile, y: Any, world: Optional[distributed.World], chunk_
 def _runner(plan: _Plan, generator: torch.Generator, scheduler: Any) -> _runners.Runner:
     """The runner of a planned fit's epochs, on this process's rows."""
     model, loss_fn, opt = plan.model, plan.loss_fn, plan.optimizer
-    if plan.rows is not None and plan.rows.streamed:
-        return SummedLinear(model, summed_plan(model, loss_fn, opt, plan.X), loss_fn, opt, plan.X, plan.y,
-                            plan.batch_size, plan.shuffle, generator, scheduler, plan.rows.shard,
-                            chunks=plan.rows.chunks)
-    shard = plan.rows.shard if plan.rows is not None else plan.shard
+    if plan.rows is not None:
+        return plan.rows.runner(model, loss_fn, opt, plan.batch_size, plan.shuffle, generator, scheduler)
+    shard = plan.shard
     X, y = plan.X, plan.y
-    if plan.shard is not None:  # every rank holds all the rows; its epochs run on its own
+    if shard is not None:  # every rank holds all the rows; its epochs run on its own
         X, y = X[shard.start:shard.stop], y[shard.start:shard.stop]
     return _runners.choose(model, loss_fn, opt, X, y, plan.batch_size, plan.shuffle, generator,
                            precomputed_scheduler=scheduler, shard=shard)

@@ -186,6 +186,44 @@ def _fused_full_batch(model: nn.Module, loss_fn: Any, optimizer: Any, X: Tensor,
     return FusedLinear(model, plan, optimizer, X, y, None, False, torch.Generator(), None)
 
 
+def _batch_starts(n: int, rows: int) -> Iterator[int]:
+    """Where a range test's successive batches of ``rows`` of the ``n`` rows begin: in order, round again."""
+    start = 0
+    while True:
+        yield start
+        start = start + rows if start + rows < n else 0
+
+
+class _Smoothed:
+    """A range test's loss series: each full-batch loss as it is, minibatch losses as an exponential
+    average, bias-corrected."""
+
+    def __init__(self, full_batch: bool):
+        self.full_batch, self.average, self.count = full_batch, 0.0, 0
+
+    def __call__(self, value: float) -> float:
+        if self.full_batch:
+            return value
+        self.count += 1
+        self.average = 0.9 * self.average + 0.1 * value
+        return self.average / (1 - 0.9 ** self.count)
+
+
+def shared_steps(make_runner: Callable[[nn.Module, Any], Any], rows: int, total: int):
+    """A range test's steps (see range_test's ``steps``) through a runner that adds each step's gradient over
+    chunks of a file or over ranks: ``make_runner(trial, optimizer)``, batches of ``rows`` of ``total``."""
+
+    def steps(trial: nn.Module, optimizer: Any, rates: Sequence[float]) -> Iterator[Tuple[float, float]]:
+        runner = make_runner(trial, optimizer)
+        smooth = _Smoothed(rows == total)
+        for lr, start in zip(rates, _batch_starts(total, rows)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            yield lr, smooth(runner.step_rows(start, min(start + rows, total)))
+
+    return steps
+
+
 def _stepped_losses(trial: nn.Module, loss_fn: Any, optimizer: Any, X: Tensor, y: Tensor, rows: int,
                     rates: Sequence[float]) -> Iterator[Tuple[float, float]]:
     """``(lr, loss)`` for each rate in turn: the loss on the next batch before a step at that rate, then the
@@ -196,16 +234,13 @@ def _stepped_losses(trial: nn.Module, loss_fn: Any, optimizer: Any, X: Tensor, y
 
     needs_closure = requires_closure(optimizer)
     n = X.shape[0]
-    smoothed, start = 0.0, 0
-    for step, lr in enumerate(rates):
+    smooth = _Smoothed(rows == n)
+    for lr, start in zip(rates, _batch_starts(n, rows)):
         for group in optimizer.param_groups:
             group["lr"] = lr
         xb, yb = X[start:start + rows], y[start:start + rows]
-        start = start + rows if start + rows < n else 0
         loss = loss_fn(match_prediction(trial(xb), yb), yb, model=trial)
-        value = float(loss.detach())
-        smoothed = value if rows == n else 0.9 * smoothed + 0.1 * value
-        yield lr, smoothed if rows == n else smoothed / (1 - 0.9 ** (step + 1))
+        yield lr, smooth(float(loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if needs_closure:  # L-BFGS evaluates the loss again inside its step
@@ -223,12 +258,16 @@ def _stepped_losses(trial: nn.Module, loss_fn: Any, optimizer: Any, X: Tensor, y
 
 def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Tensor], float], Any],
                X: Tensor, y: Tensor, *, batch_size: Optional[int] = None, start_lr: float = 1e-6,
-               end_lr: float = 10.0, steps: int = 100, title: str = "learning-rate range test") -> LRFinder:
+               end_lr: float = 10.0, steps: int = 100, title: str = "learning-rate range test",
+               stepped: Optional[Callable[[nn.Module, Any, Sequence[float]], Iterator[Tuple[float, float]]]] = None
+               ) -> LRFinder:
     """One step at each of ``steps`` geometrically spaced rates on a copy of ``model``; see :class:`LRFinder`.
 
     ``make_optimizer(params, lr)`` builds the optimizer to test. Batches are
     taken in order (no random draws); the test stops early once the loss is four
-    times its lowest or stops being finite.
+    times its lowest or stops being finite. ``stepped(trial, optimizer, rates)``,
+    when given, yields ``(lr, loss)`` for the steps instead of X and y (rows that
+    are not all in this process: see shared_steps).
     """
     trial = copy.deepcopy(model)
     trial.train()
@@ -240,10 +279,14 @@ def range_test(model: nn.Module, loss_fn: Any, make_optimizer: Callable[[List[Te
     lrs, losses = [], []
     best = math.inf
     # the same steps in one compiled call where the fused loop computes them, else one autograd step at a time
-    fused = _fused_full_batch(trial, loss_fn, optimizer, X, y) if rows == X.shape[0] else None
+    fused = _fused_full_batch(trial, loss_fn, optimizer, X, y) if rows == X.shape[0] and stepped is None else None
     with torch.random.fork_rng(devices=[]):
-        series = zip(rates, fused.epochs_at(rates)) if fused is not None else \
-            _stepped_losses(trial, loss_fn, optimizer, X, y, rows, rates)
+        if stepped is not None:
+            series = stepped(trial, optimizer, rates)
+        elif fused is not None:
+            series = zip(rates, fused.epochs_at(rates))
+        else:
+            series = _stepped_losses(trial, loss_fn, optimizer, X, y, rows, rates)
         for lr, value in series:
             if not math.isfinite(value):
                 break
