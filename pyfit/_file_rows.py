@@ -24,6 +24,8 @@ from .distributed import World
 from .errors import InputError
 from .outcome import Predictions
 from .row_files import RowFile
+from .callbacks import Callback, FitState
+from .metrics import check_metric_names
 from .validation import all_finite
 
 Moments = Tuple[float, Tensor, Tensor]  # rows, mean, sum of squared deviations from the mean (float64)
@@ -209,14 +211,38 @@ def auto_lr_over(rows: FileRows):
     return choose
 
 
-def refuse_unsupported(rows: FileRows, *, validation: bool, metrics: List[str], batch_size: Optional[int]) -> None:
-    """Refuse, before anything changes, what a fit on a RowFile does not do."""
-    if validation:
-        raise InputError("validation_split and validation_data are not taken with a RowFile yet: keep a "
-                         "validation file apart and score the returned model on it (pyfit predict)")
-    if metrics:
-        raise InputError("metrics are not recorded per epoch with a RowFile yet; result.scores has r2, rmse and "
-                         "mae of the returned model over all the rows")
+class RowValidation(Callback):
+    """holdout.Validation for a data file's rows: after every epoch the validation file's loss, and each
+    metric on the training and validation rows, each from sums over the chunks and ranks."""
+
+    def __init__(self, loss_fn: Any, rows: FileRows, val_rows: Optional[FileRows], metrics: List[str]):
+        self.loss_fn, self.rows, self.val_rows = loss_fn, rows, val_rows
+        self.metrics = check_metric_names(metrics)
+
+    def keys(self) -> List[str]:
+        keys = ["val_loss"] if self.val_rows is not None else []
+        for name in self.metrics:
+            keys += [name] + (["val_" + name] if self.val_rows is not None else [])
+        return keys
+
+    def on_fit_start(self, state: FitState) -> None:
+        for key in self.keys():
+            state.history.setdefault(key, [])
+
+    def on_epoch_end(self, state: FitState) -> None:
+        val = self.val_rows.scores(state.model, self.loss_fn)[0] if self.val_rows is not None else None
+        if val is not None:
+            state.history["val_loss"].append(val["loss"])
+        if self.metrics:
+            train = self.rows.scores(state.model, self.loss_fn)[0]
+            for name in self.metrics:
+                state.history[name].append(train[name])
+                if val is not None:
+                    state.history["val_" + name].append(val[name])
+
+
+def check_streamed_batches(rows: FileRows, batch_size: Optional[int]) -> None:
+    """Refuse minibatches of streamed rows, before anything changes: their epochs are full batch."""
     if rows.streamed and batch_size is not None and batch_size < rows.shard.total:
         raise InputError(f"the rows ({rows.shard.stop - rows.shard.start} in this process) are more than one "
                          f"chunk ({rows.chunk_rows} rows) and are streamed, which runs full-batch epochs: leave "

@@ -71,6 +71,8 @@ class World:
         try:
             run()
         except RuntimeError as error:  # gloo and NCCL report a lost or silent peer as a RuntimeError
+            global _lost
+            _lost = True
             detail = (str(error).strip().splitlines() or [""])[0][:200]
             raise DistributedError(
                 f"rank {self.rank} of {self.size} lost the other ranks while exchanging {what}: one of them has "
@@ -103,6 +105,7 @@ def _launched_size() -> int:
 
 
 _timeout: Optional[float] = None  # what init set up the process group with
+_lost = False  # whether a rank was lost: nothing more to exchange
 
 
 def init(timeout: Optional[float] = None) -> Optional[World]:
@@ -140,8 +143,16 @@ def init(timeout: Optional[float] = None) -> Optional[World]:
 
 
 def _leave() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Leave the process group at exit: all ranks together (a rank whose peer has already torn down its
+    connections may abort in gloo's teardown), except after a lost rank, when there is no one to wait for."""
+    if not torch.distributed.is_initialized():
+        return
+    if not _lost:
+        try:
+            torch.distributed.barrier()
+        except RuntimeError:
+            pass
+    torch.distributed.destroy_process_group()
 
 
 def _group_timeout() -> float:

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from .losses import as_loss, build_loss
 from .models import build_model
 from .optimizers import build_optimizer
 from .outcome import assess, judge
-from ._file_rows import FileRows, auto_lr_over, refuse_unsupported
+from ._file_rows import FileRows, RowValidation, auto_lr_over, check_streamed_batches
 from .row_files import RowFile
 from .predict import model_dtype_device
 from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
@@ -385,6 +385,7 @@ class _Plan:
     lr_reason: Optional[str]
     shard: Optional[Shard] = None  # under torchrun: this rank's rows of X and y, which its epochs run on
     rows: Optional[FileRows] = None  # a data file's rows this process fits on (X and y: in memory, or the first)
+    val_rows: Optional[FileRows] = None  # and its held-out rows, from a file of their own
 
 
 def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chunk_mb: float, loss: Any, optimizer: Any, lr: Union[float, str, None],
@@ -423,18 +424,25 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chu
         dtype = _saved_dtype(saved, resume_from)
     if isinstance(model, nn.Module):
         dtype, device = model_dtype_device(model)
-    rows = None
+    rows = val_rows = None
     if isinstance(X, RowFile):
-        rows = _file_rows(X, y, world, chunk_mb, dtype, validation=validation_data is not None or
-                          validation_split is not None, metrics=list(metrics), batch_size=batch_size)
+        rows, val_rows = _file_rows(X, y, world, chunk_mb, dtype, validation_data, validation_split, batch_size)
         X, y = rows.X, rows.y
-        if world is None and not rows.streamed:  # all the rows in memory: an ordinary fit of them
+        if world is None and not rows.streamed and (val_rows is None or not val_rows.streamed):
+            # all the rows in memory: an ordinary fit of them
+            if val_rows is not None:
+                validation_data, val_rows = (val_rows.X, val_rows.y), None
             rows = None
+    elif isinstance(validation_data, RowFile):
+        raise InputError("validation_data is a data file but X is not: pass both as files (pyfit.open_rows), or "
+                         "both as tensors")
     if rows is None:
         X, y = check_fit_data(X, y, dtype)
     if device is not None:
         X, y = X.to(device), y.to(device)
-    X, y, X_val, y_val = held_out(X, y, validation_data, validation_split, seed)
+    X_val = y_val = None
+    if rows is None:
+        X, y, X_val, y_val = held_out(X, y, validation_data, validation_split, seed)
     built = _resolve_model(model, X, y, seed, model_kwargs)
     check_features(X, getattr(built, "in_features", None))
     check_outputs(y, getattr(built, "out_features", None))
@@ -457,7 +465,10 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chu
     scheduler_like = _check_scheduler(scheduler, scheduler_factory, opt, epochs, saved is not None)
 
     # validation first: a stopper that monitors val_loss reads what it records
-    validation = Validation(loss_fn, X, y, X_val, y_val, metrics) if X_val is not None or metrics else None
+    if rows is not None:
+        validation = RowValidation(loss_fn, rows, val_rows, metrics) if val_rows is not None or metrics else None
+    else:
+        validation = Validation(loss_fn, X, y, X_val, y_val, metrics) if X_val is not None or metrics else None
     callbacks = [validation] * (validation is not None) + list(callbacks) + [stopper] * (stopper is not None)
     check_monitors(callbacks, validation)
     for callback in callbacks:
@@ -488,7 +499,8 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chu
     return _Plan(model=built, loss_fn=loss_fn, optimizer=opt, scheduler=scheduler, scheduler_factory=scheduler_factory,
                  scheduler_like=scheduler_like, X=X, y=y, X_val=X_val, y_val=y_val, epochs=epochs,
                  batch_size=batch_size, shuffle=shuffle, seed=seed, callbacks=callbacks, config=config, saved=saved,
-                 resume_from=resume_from, changes=changes, lr_reason=lr_reason, shard=shard, rows=rows)
+                 resume_from=resume_from, changes=changes, lr_reason=lr_reason, shard=shard, rows=rows,
+                 val_rows=val_rows)
 
 
 def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: Optional[str],
@@ -532,7 +544,10 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     final.lr_chosen = lrs[first_new_epoch] if len(lrs) > first_new_epoch else float(opt.param_groups[0]["lr"])
     final.lr_reason = plan.lr_reason or "given"
     if plan.rows is not None:
-        judge(final, *plan.rows.scores(model, plan.loss_fn))
+        scores, predictions = plan.rows.scores(model, plan.loss_fn)
+        if plan.val_rows is not None:
+            scores.update({"val_" + name: value for name, value in plan.val_rows.scores(model, plan.loss_fn)[0].items()})
+        judge(final, scores, predictions)
     else:
         assess(final, plan.loss_fn, plan.X, plan.y, plan.X_val, plan.y_val)
     if checkpoint is not None and writes:
@@ -541,17 +556,29 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
 
 
 def _file_rows(file: RowFile, y: Any, world: Optional[distributed.World], chunk_mb: float,
-               dtype: Optional[torch.dtype], *, validation: bool, metrics: List[str],
-               batch_size: Optional[int]) -> FileRows:
-    """The rows of a data file this process fits on, after the checks of what a fit on one takes."""
+               dtype: Optional[torch.dtype], validation_data: Any, validation_split: Any,
+               batch_size: Optional[int]) -> Tuple[FileRows, Optional[FileRows]]:
+    """The rows of a data file this process fits on, and those of its validation file, after the checks of
+    what a fit on a file takes."""
     if y is not None:
         raise InputError(f"y is given, but X is a data file ({file.path}), whose target columns are its y "
                          f"({', '.join(file.target)}); pass y=None")
     if isinstance(chunk_mb, bool) or not isinstance(chunk_mb, (int, float)) or not 0 < chunk_mb < math.inf:
         raise InputError(f"chunk_mb must be a positive number of megabytes, got {chunk_mb!r}")
-    rows = FileRows(file, world, max(1, int(chunk_mb * 2**20)), dtype or file.dtype)
-    refuse_unsupported(rows, validation=validation, metrics=metrics, batch_size=batch_size)
-    return rows
+    if validation_split is not None:
+        raise InputError("validation_split draws rows from tensors held in memory; with a data file, keep the "
+                         "validation rows in a file of their own and pass validation_data=pyfit.open_rows(...)")
+    if validation_data is not None and not isinstance(validation_data, RowFile):
+        raise InputError("X is a data file, so validation_data must be one too (pyfit.open_rows), got "
+                         f"{type(validation_data).__name__}")
+    if validation_data is not None and (validation_data.features, validation_data.target) != (file.features,
+                                                                                          file.target):
+        raise InputError(f"the validation file {validation_data.path} has features {validation_data.features} and "
+                         f"target {validation_data.target}, the training file {file.features} and {file.target}")
+    budget = max(1, int(chunk_mb * 2**20))
+    rows = FileRows(file, world, budget, dtype or file.dtype)
+    check_streamed_batches(rows, batch_size)
+    return rows, None if validation_data is None else FileRows(validation_data, world, budget, dtype or file.dtype)
 
 
 def _runner(plan: _Plan, generator: torch.Generator, scheduler: Any) -> _runners.Runner:
