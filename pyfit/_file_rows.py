@@ -71,12 +71,15 @@ class FileRows:
         """(n,) for one target column, as pyfit.load_data gives it; (n, K) for several."""
         return y[:, 0] if len(self.file.target) == 1 else y
 
-    def chunks(self) -> Iterator[Tuple[Tensor, Tensor]]:
-        """This process's rows as (X, y) in the fit's dtype: all at once, or a chunk at a time from the file."""
+    def chunks(self, begin: int = 0, end: Optional[int] = None) -> Iterator[Tuple[Tensor, Tensor]]:
+        """This process's rows ``begin..end-1`` (counted in its own rows; all of them by default) as (X, y) in
+        the fit's dtype: all at once when held in memory, else a chunk at a time from the file."""
+        own = self.shard.stop - self.shard.start
+        end = own if end is None else end
         if not self.streamed:
-            yield self.X, self.y
+            yield (self.X, self.y) if (begin, end) == (0, own) else (self.X[begin:end], self.y[begin:end])
             return
-        for X, y in self.file.chunks(self.shard.start, self.shard.stop, self.chunk_rows):
+        for X, y in self.file.chunks(self.shard.start + begin, self.shard.start + end, self.chunk_rows):
             yield X.to(self.dtype), self._targets(y.to(self.dtype))
 
     def _all_ranks(self, moments: Moments, what: str) -> Moments:
@@ -134,13 +137,14 @@ class FileRows:
         """The runner of a fit's epochs on these rows: streamed rows through the compiled sums, rows in memory
         on the fastest path that adds each step's gradient over the ranks."""
         from ._runners import choose
-        from ._summed_linear import SummedLinear, summed_plan
+        from ._streamed_linear import StreamedLinear
+        from ._summed_linear import summed_plan
 
         generator = generator if generator is not None else torch.Generator()
         if self.streamed:
             self.check_streamable(model, loss_fn, optimizer)
-            return SummedLinear(model, summed_plan(model, loss_fn, optimizer, self.X), loss_fn, optimizer, self.X,
-                                self.y, batch_size, shuffle, generator, scheduler, self.shard, chunks=self.chunks)
+            return StreamedLinear(model, summed_plan(model, loss_fn, optimizer, self.X), loss_fn, optimizer, self,
+                                  batch_size, shuffle, generator, scheduler)
         return choose(model, loss_fn, optimizer, self.X, self.y, batch_size, shuffle, generator,
                       precomputed_scheduler=scheduler, shard=self.shard)
 
@@ -241,9 +245,3 @@ class RowValidation(Callback):
                     state.history["val_" + name].append(val[name])
 
 
-def check_streamed_batches(rows: FileRows, batch_size: Optional[int]) -> None:
-    """Refuse minibatches of streamed rows, before anything changes: their epochs are full batch."""
-    if rows.streamed and batch_size is not None and batch_size < rows.shard.total:
-        raise InputError(f"the rows ({rows.shard.stop - rows.shard.start} in this process) are more than one "
-                         f"chunk ({rows.chunk_rows} rows) and are streamed, which runs full-batch epochs: leave "
-                         "batch_size unset, or raise chunk_mb so that the rows are held in memory")

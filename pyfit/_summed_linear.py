@@ -60,15 +60,9 @@ class SummedLinear(Autograd):
 
     def __init__(self, model: nn.Module, loss: LinearLoss, loss_fn: Any, optimizer: torch.optim.Optimizer,
                  X: torch.Tensor, y: torch.Tensor, batch_size: Optional[int], shuffle: bool,
-                 generator: torch.Generator, scheduler: Any, shard: Shard,
-                 chunks: Optional[Callable[[], Iterator[Tuple[torch.Tensor, torch.Tensor]]]] = None):
+                 generator: torch.Generator, scheduler: Any, shard: Shard):
         super().__init__(model, loss_fn, optimizer, X, y, batch_size, shuffle, generator, scheduler, shard)
         self.loss = loss
-        # streamed rows (full batch only) are read again at every step: chunks() yields them, X and y are
-        # their first row; else X and y are this process's rows
-        self.chunks = chunks
-        if chunks is not None:
-            self.work_per_epoch = (shard.stop - shard.start) * X.shape[1]
         with torch.no_grad():
             self.features = model.design_matrix(X).contiguous()
         self.targets = y.reshape(y.shape[0], -1).contiguous()
@@ -80,24 +74,29 @@ class SummedLinear(Autograd):
 
     def _sums(self, rows: Union[slice, torch.Tensor]) -> torch.Tensor:
         """The loss and gradient sums over this rank's ``rows`` (a slice or row positions)."""
-        params = [p.detach() for p in (self.weight, self.bias) if p is not None]
-        if self.chunks is not None:
-            total = None
-            for X, y in self.chunks():
-                with torch.no_grad():
-                    features = self.model.design_matrix(X).contiguous()
-                part = ops.linear_sums(features, y.reshape(y.shape[0], -1).contiguous(), params,
-                                       loss=self.loss.kind, delta=self.loss.delta)
-                total = part if total is None else total.add_(part)
-            if total is None:  # a rank with no rows adds nothing
-                total = torch.zeros(1 + self.outputs * (1 + self.width), dtype=torch.float64)
-            return total
         if isinstance(rows, slice):
-            X, y, rows = self.features[rows], self.targets[rows], None
-        else:
-            X, y = self.features, self.targets
-            rows = rows.to(X.device)
-        return ops.linear_sums(X, y, params, rows=rows, loss=self.loss.kind, delta=self.loss.delta)
+            return self._linear_sums(self.features[rows], self.targets[rows])
+        return self._linear_sums(self.features, self.targets, rows.to(self.features.device))
+
+    def _linear_sums(self, features: torch.Tensor, targets: torch.Tensor,
+                     rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ops.linear_sums of the params as they are now on a design and its (n, K) targets."""
+        params = [p.detach() for p in (self.weight, self.bias) if p is not None]
+        return ops.linear_sums(features, targets, params, rows=rows, loss=self.loss.kind, delta=self.loss.delta)
+
+    def _exchange(self, sums: torch.Tensor, rows: int) -> Tuple[torch.Tensor, int]:
+        """This rank's sums over its ``rows`` rows of a batch, and the batch's rows, added over the ranks."""
+        both = self.shard.sum(torch.cat([sums, sums.new_tensor([float(rows)])]), "the loss and gradient sums")
+        return both[:-1], int(both[-1])
+
+    def _batch_sums(self) -> Iterator[Tuple[torch.Tensor, int]]:
+        """An epoch's batches, in order: this rank's sums over its rows of each and how many those are, each
+        taken when asked for (after the previous batch's step)."""
+        n = self.rows
+        order = _order(self.generator, n) if self.shuffled else None
+        for start in range(0, n, self.batch_size):
+            rows = self.shard.local_rows(order, start, min(start + self.batch_size, n))
+            yield self._sums(rows), (rows.stop - rows.start if isinstance(rows, slice) else rows.numel())
 
     def _update(self, sums: torch.Tensor, rows: int) -> Optional[float]:
         """One optimizer step from a batch's ``sums`` (over its ``rows`` rows, all ranks'); returns the
@@ -115,24 +114,23 @@ class SummedLinear(Autograd):
         return loss if self._step() else None
 
     def step_rows(self, start: int, stop: int) -> float:
-        sums = self.shard.sum(self._sums(self.shard.local_rows(None, start, stop)), "the loss and gradient sums")
-        loss = self._update(sums, stop - start)
+        rows = self.shard.local_rows(None, start, stop)
+        loss = self._update(*self._exchange(self._sums(rows), rows.stop - rows.start))
         return math.inf if loss is None else loss
 
     def _epoch(self, interrupted: Callable[[], bool]) -> Optional[torch.Tensor]:
-        n = self.rows
-        order = _order(self.generator, n) if self.shuffled else None
-        total = 0.0
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            sums = self.shard.sum(self._sums(self.shard.local_rows(order, start, stop)),
-                                  "the loss and gradient sums")
-            loss = self._update(sums, stop - start)
+        n, done, total = self.rows, 0, 0.0
+        for own_sums, own_rows in self._batch_sums():
+            sums, rows = self._exchange(own_sums, own_rows)
+            if not rows:  # no rank held a row of this batch (a streamed chunk's short end)
+                continue
+            loss = self._update(sums, rows)
             if loss is None:
                 loss = math.inf
             if not math.isfinite(loss):
                 return torch.tensor(loss, dtype=torch.float64)
-            total += loss * (1.0 if self.sum_reduction else (stop - start) / n)
-            if interrupted() and stop < n:
+            done += rows
+            total += loss * (1.0 if self.sum_reduction else rows / n)
+            if interrupted() and done < n:
                 return None
         return torch.tensor(total, dtype=torch.float64)

@@ -84,7 +84,7 @@ def _add_fit(commands) -> None:
     fit.add_argument("--chunk-mb", type=float, metavar="MB",
                      help=f"hold at most about this many MB of the data's rows at once (default {defaults.CHUNK_MB:g}): "
                           "a larger .npy, CSV or directory of shards is streamed, a chunk at a time every epoch "
-                          "(linear or polynomial models under mse, sse, mae or huber, full batch)")
+                          "(linear or polynomial models under mse, sse, mae or huber; minibatches drawn chunk-wise)")
     fit.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 

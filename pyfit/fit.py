@@ -30,7 +30,7 @@ from .losses import as_loss, build_loss
 from .models import build_model
 from .optimizers import build_optimizer
 from .outcome import assess, judge
-from ._file_rows import FileRows, RowValidation, auto_lr_over, check_streamed_batches
+from ._file_rows import FileRows, RowValidation, auto_lr_over
 from .row_files import RowFile
 from .predict import model_dtype_device
 from .registry import LOSSES, OPTIMIZERS, SCHEDULERS
@@ -327,9 +327,10 @@ def fit(
     ``y=None``): a ``.npy`` array, a CSV file, or a directory of ``.npy`` or CSV
     shards. Its rows are read into memory when they fit in ``chunk_mb`` megabytes;
     beyond that a linear or polynomial model under mse, sse, mae or huber is fit by
-    streaming: every epoch reads the rows again, ``chunk_mb`` at a time, adds the
-    compiled gradient sums of the chunks and takes one full-batch step, so memory
-    holds about one chunk whatever the file's size.
+    streaming: every epoch reads the rows again, ``chunk_mb`` at a time, so memory
+    holds about two chunks whatever the file's size. A full-batch step adds the
+    compiled gradient sums of every chunk; minibatches are drawn chunk-wise
+    (``pyfit._streamed_linear``). ``validation_data`` may then be a data file too.
 
     Under ``torchrun --nproc-per-node N`` every process runs the same script and the
     fit is data-parallel (``pyfit.distributed``): each rank takes its contiguous
@@ -426,7 +427,7 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chu
         dtype, device = model_dtype_device(model)
     rows = val_rows = None
     if isinstance(X, RowFile):
-        rows, val_rows = _file_rows(X, y, world, chunk_mb, dtype, validation_data, validation_split, batch_size)
+        rows, val_rows = _file_rows(X, y, world, chunk_mb, dtype, validation_data, validation_split)
         X, y = rows.X, rows.y
         if world is None and not rows.streamed and (val_rows is None or not val_rows.streamed):
             # all the rows in memory: an ordinary fit of them
@@ -556,8 +557,8 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
 
 
 def _file_rows(file: RowFile, y: Any, world: Optional[distributed.World], chunk_mb: float,
-               dtype: Optional[torch.dtype], validation_data: Any, validation_split: Any,
-               batch_size: Optional[int]) -> Tuple[FileRows, Optional[FileRows]]:
+               dtype: Optional[torch.dtype], validation_data: Any,
+               validation_split: Any) -> Tuple[FileRows, Optional[FileRows]]:
     """The rows of a data file this process fits on, and those of its validation file, after the checks of
     what a fit on a file takes."""
     if y is not None:
@@ -577,7 +578,6 @@ def _file_rows(file: RowFile, y: Any, world: Optional[distributed.World], chunk_
                          f"target {validation_data.target}, the training file {file.features} and {file.target}")
     budget = max(1, int(chunk_mb * 2**20))
     rows = FileRows(file, world, budget, dtype or file.dtype)
-    check_streamed_batches(rows, batch_size)
     return rows, None if validation_data is None else FileRows(validation_data, world, budget, dtype or file.dtype)
 
 

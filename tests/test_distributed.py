@@ -36,7 +36,13 @@ SCENARIOS = {
     "file": {"data": {"kind": "npy"}, "fit": {"epochs": 40, "tol": None, "seed": 0, "standardize": True}},
     "streamed": {"data": {"kind": "npy"}, "fit": {"epochs": 40, "tol": None, "seed": 0, "standardize": True,
                                                   "chunk_mb": 0.005}},
+    # streamed minibatches are drawn chunk-wise, each rank giving every batch its share: not the single
+    # process's batches, so only the outcome is compared
+    "streamed_minibatch": {"data": {"kind": "npy"}, "fit": {"epochs": 20, "tol": None, "seed": 0, "lr": 0.01,
+                                                            "standardize": True, "chunk_mb": 0.005,
+                                                            "batch_size": 50, "shuffle": True}},
 }
+DRAWN_CHUNK_WISE = ("streamed_minibatch",)
 
 
 def _write_data(directory):
@@ -109,6 +115,9 @@ def test_every_rank_ends_with_the_single_process_fit(single, tmp_path, ranks):
             assert record["params"] == records[0]["params"], name
             assert record["loss"] == records[0]["loss"], name
             assert record["scores"] == records[0]["scores"], name
+        if name in DRAWN_CHUNK_WISE:
+            assert records[0]["scores"]["r2"] == pytest.approx(reference["scores"]["r2"], abs=1e-3), name
+            continue
         assert _relative(records[0]["params"], reference["params"]) <= 1e-5, name
         assert records[0]["epochs"] == reference["epochs"], name
         assert np.allclose(records[0]["loss"], reference["loss"], rtol=1e-5), name
