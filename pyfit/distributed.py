@@ -25,6 +25,7 @@ from typing import Any, List, Optional, Tuple
 import torch
 
 from .errors import DistributedError, InputError
+from .validation import check_positive
 
 DEFAULT_TIMEOUT = 300.0  # seconds a rank waits for the others at any one exchange
 _TIMEOUT_VARIABLE = "PYFIT_TIMEOUT"
@@ -116,8 +117,8 @@ def init(timeout: Optional[float] = None) -> Optional[World]:
     set up yourself with ``torch.distributed.init_process_group`` is used as it is.
     """
     global _timeout
-    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if timeout is not None:
+        check_positive("timeout", timeout)
     dist = torch.distributed
     if not dist.is_available():
         if _launched_size() > 1:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from .validation import (
     check_fit_data,
     check_optimizer_settings,
     check_outputs,
+    check_positive,
     check_positive_int,
     check_resume_settings,
     check_scheduler_settings,
@@ -564,8 +564,7 @@ def _file_rows(file: RowFile, y: Any, world: Optional[distributed.World], chunk_
     if y is not None:
         raise InputError(f"y is given, but X is a data file ({file.path}), whose target columns are its y "
                          f"({', '.join(file.target)}); pass y=None")
-    if isinstance(chunk_mb, bool) or not isinstance(chunk_mb, (int, float)) or not 0 < chunk_mb < math.inf:
-        raise InputError(f"chunk_mb must be a positive number of megabytes, got {chunk_mb!r}")
+    check_positive("chunk_mb", chunk_mb)
     if validation_split is not None:
         raise InputError("validation_split draws rows from tensors held in memory; with a data file, keep the "
                          "validation rows in a file of their own and pass validation_data=pyfit.open_rows(...)")
