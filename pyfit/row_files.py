@@ -32,8 +32,9 @@ SEEK_EVERY = 4096
 _CSV_ROW_OVERHEAD = 156
 _CSV_CELL_OVERHEAD = 57
 
-# a column on its way into X or y passes through float64 arrays of one value per row:
-# the values, their magnitudes for the range check and the finite test's mask
+# a column checked on its own (every CSV column; an array's only when its block fails the
+# whole-block check) passes through float64 arrays of one value per row: the values, their
+# magnitudes for the range check and the finite test's mask
 _COLUMN_TEMPORARY_BYTES = 17
 
 SHARD_SUFFIXES = (".npy", ".csv", ".tsv", ".tab")
@@ -86,21 +87,37 @@ class _NpyShard:
                             f"shape {shape} and dtype {dtype} needs {needed}")
 
     def bytes_per_row(self) -> float:
-        return self._row_bytes
+        # a block of integers (or bools) is converted to float64 whole on its way to X and y
+        converted = 0 if _casts_as_float64_would(self._dtype) else len(self.names) * 8
+        return self._row_bytes + converted
+
+    def reader(self) -> "_NpyReader":
+        return _NpyReader(self)
+
+
+class _NpyReader:
+    """A ``.npy`` shard held open while a range or a pass of chunks is read from it."""
+
+    def __init__(self, shard: _NpyShard):
+        self._shard = shard
+        self._handle = open(shard.path, "rb", buffering=0)  # unbuffered: the bytes land in the block, copied once
 
     def table(self, start: int, stop: int) -> data.Table:
-        block = np.empty((stop - start, len(self.names)), dtype=self._dtype)
+        shard = self._shard
+        block = np.empty((stop - start, len(shard.names)), dtype=shard._dtype)
         target = memoryview(block.reshape(-1).view(np.uint8))
-        with open(self.path, "rb", buffering=0) as handle:  # unbuffered: the bytes land in block, copied once
-            _check_unchanged(self.path, self._stamp, handle.fileno())
-            handle.seek(self._offset + start * self._row_bytes)
-            filled = 0
-            while filled < len(target):
-                count = handle.readinto(target[filled:])
-                if not count:
-                    raise DataError(f"{self.path} ended before row {start + filled // self._row_bytes + 1}")
-                filled += count
-        return data.Table(self.path, self.names, block, range(start + 1, stop + 1))
+        _check_unchanged(shard.path, shard._stamp, self._handle.fileno())
+        self._handle.seek(shard._offset + start * shard._row_bytes)
+        filled = 0
+        while filled < len(target):
+            count = self._handle.readinto(target[filled:])
+            if not count:
+                raise DataError(f"{shard.path} ended before row {start + filled // shard._row_bytes + 1}")
+            filled += count
+        return data.Table(shard.path, shard.names, block, range(start + 1, stop + 1))
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 class _CsvShard:
@@ -126,18 +143,44 @@ class _CsvShard:
         text = self._stamp[0] / self.rows
         return text + _CSV_ROW_OVERHEAD + len(self.names) * _CSV_CELL_OVERHEAD
 
-    def table(self, start: int, stop: int) -> data.Table:
+    def reader(self) -> "_CsvReader":
+        return _CsvReader(self)
+
+
+class _CsvReader:
+    """A CSV shard held open while a range or a pass of chunks is read from it: a read that starts where the
+    last one ended goes on parsing from there, any other seeks to the mark before its first row."""
+
+    def __init__(self, shard: _CsvShard):
+        self._shard = shard
+        self._handle = data.open_text(shard.path)
+        self._rows: Optional[Iterator[Tuple[List[str], int]]] = None  # parsing from row self._next on
+        self._next = -1
+
+    def _seek(self, start: int) -> None:
+        shard = self._shard
         mark = start // SEEK_EVERY
-        position, line = self._marks[mark]
-        skip = start - mark * SEEK_EVERY
-        with data.open_text(self.path) as handle:
-            _check_unchanged(self.path, self._stamp, handle.fileno())
-            handle.seek(position)
-            records = data.csv_records(self.path, iter(handle.readline, ""), first_line=line)
-            picked = list(itertools.islice(data.csv_rows(self.path, records, self.names), skip, skip + stop - start))
-        if len(picked) != stop - start:
-            raise DataError(f"{self.path} has fewer rows than when it was opened; open it again")
-        return data.Table(self.path, self.names, [row for row, _ in picked], [line for _, line in picked])
+        position, line = shard._marks[mark]
+        self._handle.seek(position)
+        records = data.csv_records(shard.path, iter(self._handle.readline, ""), first_line=line)
+        self._rows = data.csv_rows(shard.path, records, shard.names)
+        self._next = mark * SEEK_EVERY
+
+    def table(self, start: int, stop: int) -> data.Table:
+        shard = self._shard
+        _check_unchanged(shard.path, shard._stamp, self._handle.fileno())
+        if self._rows is None or not self._next <= start or start // SEEK_EVERY * SEEK_EVERY > self._next:
+            self._seek(start)  # behind, or a mark is nearer than where the parsing stands
+        skip, count = start - self._next, stop - start
+        picked = list(itertools.islice(self._rows, skip, skip + count))
+        self._next = stop
+        if len(picked) != count:
+            self._rows = None
+            raise DataError(f"{shard.path} has fewer rows than when it was opened; open it again")
+        return data.Table(shard.path, shard.names, [row for row, _ in picked], [line for _, line in picked])
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 def _open_shard(path: str) -> Union[_NpyShard, _CsvShard]:
@@ -174,10 +217,71 @@ def _open_shards(path: str) -> List[Union[_NpyShard, _CsvShard]]:
     return shards
 
 
+def _casts_as_float64_would(dtype: np.dtype) -> bool:
+    """Whether this dtype cast straight to float32 gives what it gives cast to float64 first, as load_data
+    reads it: floats do; a 64-bit integer would be rounded once where load_data rounds it twice."""
+    return np.issubdtype(dtype, np.floating) and dtype.itemsize <= 8
+
+
+def _column_runs(columns: Sequence[int]) -> List[Tuple[int, int]]:
+    """Column positions as (first, count) runs of consecutive ones: [0, 1, 2, 5] -> [(0, 3), (5, 1)]."""
+    runs: List[Tuple[int, int]] = []
+    for column in columns:
+        if runs and runs[-1][0] + runs[-1][1] == column:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((column, 1))
+    return runs
+
+
 def _fill(out: Tensor, table: data.Table, names: Sequence[str], role: str) -> None:
     """Write the named columns of a table into the columns of ``out``, one checked column at a time."""
     for j, name in enumerate(names):
         out[:, j] = torch.from_numpy(table.column(name, role, out.dtype))
+
+
+def _within(values: np.ndarray, limit: float) -> bool:
+    """Whether every value is strictly inside (-limit, limit): NaN fails, as do inf and limit itself."""
+    return not values.size or (-limit < values.min() and values.max() < limit)
+
+
+def _fill_block(out: Tensor, table: data.Table, runs: List[Tuple[int, int]], names: Sequence[str],
+                role: str) -> None:
+    """``_fill`` from an array's block, all its columns at once: copied run by run into ``out`` (in out's dtype),
+    then checked whole by the smallest and largest value. Only a block that fails (a NaN, an infinity, a
+    value too large for out's dtype, or one at its very limit) is checked column by column, which names the
+    first bad cell as load_data would, or passes the block."""
+    # numpy's copies and reductions, single-threaded: a thread of torch's kept waiting on a busy machine
+    # holds up the whole copy
+    block = table.cells if _casts_as_float64_would(table.cells.dtype) else table.cells.astype(np.float64)
+    values = out.numpy()
+    at = 0
+    with np.errstate(over="ignore"):  # a value too large for out's dtype becomes inf, which the check finds
+        for first, count in runs:
+            np.copyto(values[:, at:at + count], block[:, first:first + count], casting="same_kind")
+            at += count
+    if not _within(values, float(np.finfo(values.dtype).max)):
+        _fill(out, table, names, role)
+
+
+class _Reading:
+    """The one shard held open while a range or a pass of chunks is read, opened as the rows reach it."""
+
+    def __init__(self, shards: Sequence[Union[_NpyShard, _CsvShard]]):
+        self._shards = shards
+        self._index: Optional[int] = None
+        self._reader: Union[None, _NpyReader, _CsvReader] = None
+
+    def table(self, index: int, start: int, stop: int) -> data.Table:
+        if index != self._index:
+            self.close()
+            self._reader, self._index = self._shards[index].reader(), index
+        return self._reader.table(start, stop)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = self._index = None
 
 
 class RowFile:
@@ -209,6 +313,9 @@ class RowFile:
         self.dtype: torch.dtype = dtype
         self._firsts = list(itertools.accumulate((shard.rows for shard in self._shards), initial=0))
         self.rows: int = self._firsts[-1]
+        # where the chosen columns lie in a row of an array, as runs of neighbouring columns copied at once
+        self._feature_runs = _column_runs([self.names.index(name) for name in self.features])
+        self._target_runs = _column_runs([self.names.index(name) for name in self.target])
 
     def __repr__(self) -> str:
         return (f"RowFile({self.path!r}, rows={self.rows}, features={self.features}, target={self.target}, "
@@ -217,6 +324,32 @@ class RowFile:
     def read(self, start: int, stop: int) -> Tuple[Tensor, Tensor]:
         """Rows ``[start, stop)`` (0-based, over all shards) as X (n, D) and y (n, K), new tensors of ``dtype``."""
         check_row_range(start, stop, self.rows)
+        reading = _Reading(self._shards)
+        try:
+            return self._read(start, stop, reading)
+        finally:
+            reading.close()
+
+    def chunks(self, start: int, stop: int, chunk_rows: int) -> Iterator[Tuple[Tensor, Tensor]]:
+        """:meth:`read` over ``[start, stop)`` in consecutive chunks of ``chunk_rows`` rows (the last may be short).
+
+        The file is read once, front to back, over the whole loop. A ``for X, y in
+        chunks(...)`` loop still holds the chunk it is done with while the next one is
+        read: two chunks at the peak.
+        """
+        check_row_range(start, stop, self.rows)
+        check_positive_int("chunk_rows", chunk_rows)
+        return self._chunks(start, stop, chunk_rows)
+
+    def _chunks(self, start: int, stop: int, chunk_rows: int) -> Iterator[Tuple[Tensor, Tensor]]:
+        reading = _Reading(self._shards)
+        try:
+            for at in range(start, stop, chunk_rows):
+                yield self._read(at, min(at + chunk_rows, stop), reading)
+        finally:  # also when the loop stops early and the generator is closed
+            reading.close()
+
+    def _read(self, start: int, stop: int, reading: _Reading) -> Tuple[Tensor, Tensor]:
         count = stop - start
         X = torch.empty((count, len(self.features)), dtype=self.dtype)
         y = torch.empty((count, len(self.target)), dtype=self.dtype)
@@ -225,21 +358,16 @@ class RowFile:
         while at < stop:  # the range, shard by shard
             shard, first = self._shards[shard_index], self._firsts[shard_index]
             until = min(stop, first + shard.rows)
-            table = shard.table(at - first, until - first)
-            _fill(X[at - start:until - start], table, self.features, "feature column")
-            _fill(y[at - start:until - start], table, self.target, "target column")
+            table = reading.table(shard_index, at - first, until - first)
+            X_part, y_part = X[at - start:until - start], y[at - start:until - start]
+            if isinstance(table.cells, np.ndarray):
+                _fill_block(X_part, table, self._feature_runs, self.features, "feature column")
+                _fill_block(y_part, table, self._target_runs, self.target, "target column")
+            else:
+                _fill(X_part, table, self.features, "feature column")
+                _fill(y_part, table, self.target, "target column")
             at, shard_index = until, shard_index + 1
         return X, y
-
-    def chunks(self, start: int, stop: int, chunk_rows: int) -> Iterator[Tuple[Tensor, Tensor]]:
-        """:meth:`read` over ``[start, stop)`` in consecutive chunks of ``chunk_rows`` rows (the last may be short).
-
-        A ``for X, y in chunks(...)`` loop still holds the chunk it is done with while
-        the next one is read: two chunks at the peak.
-        """
-        check_row_range(start, stop, self.rows)
-        check_positive_int("chunk_rows", chunk_rows)
-        return (self.read(at, min(at + chunk_rows, stop)) for at in range(start, stop, chunk_rows))
 
     def rows_per_chunk(self, chunk_bytes: int) -> int:
         """How many rows one read of about ``chunk_bytes`` bytes of memory holds (at least 1).
