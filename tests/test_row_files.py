@@ -154,6 +154,26 @@ def test_values_at_the_edge_of_float32_are_judged_as_load_data_judges_them(tmp_p
     assert open_rows(path, "1", dtype=torch.float64).read(0, 2)[1][1, 0] == -above
 
 
+@pytest.mark.parametrize("piece_bytes", [16, 2**20])
+def test_the_first_bad_cell_is_named_in_column_order_whatever_piece_it_is_read_in(tmp_path, monkeypatch,
+                                                                                   piece_bytes):
+    monkeypatch.setattr(row_files, "PIECE_BYTES", piece_bytes)  # 16: a piece a row
+    values = np.ones((12, 3))
+    values[4, 2] = np.nan  # the target, read first
+    values[8, 1] = np.inf  # a feature: features are checked before the target, as load_data checks them
+    path = _write(tmp_path, "npy", values)
+    rows = open_rows(path, "2")
+    with pytest.raises(pyfit.DataError, match=r"non-finite value inf at row 9, column '1'"):
+        rows.read(0, 12)
+    with pytest.raises(pyfit.DataError, match=r"missing value \(NaN\) at row 5, column '2'"):
+        list(rows.chunks(0, 8, 3))
+    largest = float(np.finfo(np.float32).max)
+    values[4, 2], values[8, 1] = largest, -largest  # at the limit, yet allowed: the rows after are read too
+    values[10, 0] = 7.0
+    X, y = open_rows(_write(tmp_path, "npy", values, name="edge"), "2").read(0, 12)
+    assert X[8, 1] == -largest and y[4, 0] == largest and X[10, 0] == 7.0 and X[11, 0] == 1.0
+
+
 def _open_files():
     return len(os.listdir("/proc/self/fd"))
 
