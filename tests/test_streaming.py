@@ -132,6 +132,21 @@ def test_several_targets_are_streamed_as_the_in_memory_fit(tmp_path):
     assert _relative_error(_parameters(streamed), _parameters(whole)) < 1e-5
 
 
+@pytest.mark.parametrize("standardize", [False, True])
+def test_a_polynomial_is_streamed_as_the_in_memory_fit(tmp_path, standardize):
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-2, 3, size=20_000)
+    path = str(tmp_path / "curve.npy")
+    np.save(path, np.stack([x, 0.5 * x**3 - x + 2 + 0.1 * rng.normal(size=x.size)], axis=1))
+    assert os.path.getsize(path) > 10 * CHUNK_MB * 2**20
+    settings = dict(model_kwargs={"degree": 3}, lr=0.002, epochs=6, tol=None, seed=1, standardize=standardize)
+    streamed = pyfit.fit("polynomial", pyfit.open_rows(path, "1", dtype=torch.float64), None, chunk_mb=CHUNK_MB,
+                         **settings)
+    whole = pyfit.fit("polynomial", *_in_memory(path, "1", torch.float64), **settings)
+    assert streamed.backend in STREAMED and whole.backend not in STREAMED
+    assert _relative_error(_parameters(streamed), _parameters(whole)) < 1e-5
+
+
 def _unchanged(model, before):
     return all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
 
