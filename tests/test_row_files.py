@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pyfit
-from pyfit import row_files
+from pyfit import _shard_files, row_files
 from pyfit.row_files import open_rows
 
 COLUMNS = ["a", "b", "c", "d"]
@@ -70,7 +70,7 @@ def _check_reads(rows, expected_X, expected_y, rng):
 @pytest.fixture
 def few_rows_per_mark(monkeypatch):
     """CSV reads seek to a mark every few rows, so small files cross many marks."""
-    monkeypatch.setattr(row_files, "SEEK_EVERY", 5)
+    monkeypatch.setattr(_shard_files, "SEEK_EVERY", 5)
 
 
 @pytest.mark.parametrize("kind", ["npy", "csv", "tsv"])
@@ -157,7 +157,7 @@ def test_values_at_the_edge_of_float32_are_judged_as_load_data_judges_them(tmp_p
 @pytest.mark.parametrize("piece_bytes", [16, 2**20])
 def test_the_first_bad_cell_is_named_in_column_order_whatever_piece_it_is_read_in(tmp_path, monkeypatch,
                                                                                    piece_bytes):
-    monkeypatch.setattr(row_files, "PIECE_BYTES", piece_bytes)  # 16: a piece a row
+    monkeypatch.setattr(_shard_files, "PIECE_BYTES", piece_bytes)  # 16: a piece a row
     values = np.ones((12, 3))
     values[4, 2] = np.nan  # the target, read first
     values[8, 1] = np.inf  # a feature: features are checked before the target, as load_data checks them
