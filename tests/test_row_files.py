@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import pyfit
-from pyfit import row_files
+from pyfit import _shard_files, row_files
 from pyfit.row_files import open_rows
 
 COLUMNS = ["a", "b", "c", "d"]
@@ -59,12 +60,17 @@ def _check_reads(rows, expected_X, expected_y, rng):
         assert X.dtype == y.dtype == rows.dtype and X.is_contiguous() and y.is_contiguous()
         assert torch.equal(X, expected_X[start:stop]), (start, stop)
         assert torch.equal(y, expected_y[start:stop]), (start, stop)
+        # a pass of chunks reads on from where the last chunk ended, across marks and shards
+        size = int(rng.integers(1, 9))
+        chunks = list(rows.chunks(start, stop, size))
+        assert torch.equal(torch.cat([X for X, _ in chunks] or [X]), X), (start, stop, size)
+        assert torch.equal(torch.cat([y for _, y in chunks] or [y]), y), (start, stop, size)
 
 
 @pytest.fixture
 def few_rows_per_mark(monkeypatch):
     """CSV reads seek to a mark every few rows, so small files cross many marks."""
-    monkeypatch.setattr(row_files, "SEEK_EVERY", 5)
+    monkeypatch.setattr(_shard_files, "SEEK_EVERY", 5)
 
 
 @pytest.mark.parametrize("kind", ["npy", "csv", "tsv"])
@@ -109,6 +115,86 @@ def test_chunks_cover_the_range_exactly(tmp_path):
         assert torch.equal(torch.cat([X for X, _ in chunks]), X)
         assert torch.equal(torch.cat([y for _, y in chunks]), y)
     assert list(rows.chunks(12, 12, 3)) == []
+
+
+@pytest.mark.parametrize("stored", [np.int64, np.int32, np.uint8, np.bool_, np.float16, ">f8", "<f4", ">f4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_arrays_of_every_numeric_dtype_read_as_load_data_reads_them(tmp_path, stored, dtype):
+    rng = np.random.default_rng(11)
+    values = rng.normal(size=(40, 3)) * 1000
+    if np.dtype(stored).kind in "iub":
+        values = rng.integers(0, 2 if stored == np.bool_ else 100, size=(40, 3))
+        if stored == np.int64:
+            values[3, 0] = 2**53 + 2**29 + 1  # float32 of its float64 (load_data's) is not its nearest float32
+    path = str(tmp_path / "stored.npy")
+    np.save(path, values.astype(stored))
+    rows = open_rows(path, "0", dtype=dtype)
+    expected_X, expected_y = _expected([path], "0", None, dtype)
+    _check_reads(rows, expected_X, expected_y, rng)
+
+
+def test_only_the_chosen_columns_are_checked(tmp_path):
+    values = np.ones((6, 4))
+    values[2, 1] = np.nan  # in a column neither a feature nor the target
+    path = _write(tmp_path, "npy", values)
+    X, y = open_rows(path, "3", "0,2").read(0, 6)
+    assert torch.equal(X, torch.ones(6, 2)) and torch.equal(y, torch.ones(6, 1))
+
+
+def test_values_at_the_edge_of_float32_are_judged_as_load_data_judges_them(tmp_path):
+    largest = float(np.finfo(np.float32).max)
+    above = np.nextafter(largest, np.inf)  # in float64, above float32's largest, yet rounds to it
+    path = _write(tmp_path, "npy", np.array([[1.0, 2.0], [largest, -largest], [3.0, 4.0]]))
+    X, y = open_rows(path, "1", dtype=torch.float32).read(0, 3)
+    assert X[1, 0] == largest and y[1, 0] == -largest
+    path = _write(tmp_path, "npy", np.array([[1.0, 2.0], [3.0, -above]]), name="above")
+    with pytest.raises(pyfit.DataError, match=re.escape(f"above.npy: value {-above} at row 2, column '1' is too "
+                                                       "large for float32")):
+        open_rows(path, "1", dtype=torch.float32).read(0, 2)
+    assert open_rows(path, "1", dtype=torch.float64).read(0, 2)[1][1, 0] == -above
+
+
+@pytest.mark.parametrize("piece_bytes", [16, 2**20])
+def test_the_first_bad_cell_is_named_in_column_order_whatever_piece_it_is_read_in(tmp_path, monkeypatch,
+                                                                                   piece_bytes):
+    monkeypatch.setattr(_shard_files, "PIECE_BYTES", piece_bytes)  # 16: a piece a row
+    values = np.ones((12, 3))
+    values[4, 2] = np.nan  # the target, read first
+    values[8, 1] = np.inf  # a feature: features are checked before the target, as load_data checks them
+    path = _write(tmp_path, "npy", values)
+    rows = open_rows(path, "2")
+    with pytest.raises(pyfit.DataError, match=r"non-finite value inf at row 9, column '1'"):
+        rows.read(0, 12)
+    with pytest.raises(pyfit.DataError, match=r"missing value \(NaN\) at row 5, column '2'"):
+        list(rows.chunks(0, 8, 3))
+    largest = float(np.finfo(np.float32).max)
+    values[4, 2], values[8, 1] = largest, -largest  # at the limit, yet allowed: the rows after are read too
+    values[10, 0] = 7.0
+    X, y = open_rows(_write(tmp_path, "npy", values, name="edge"), "2").read(0, 12)
+    assert X[8, 1] == -largest and y[4, 0] == largest and X[10, 0] == 7.0 and X[11, 0] == 1.0
+
+
+def _open_files():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("kind", ["npy", "csv"])
+def test_a_pass_of_chunks_holds_one_file_open_and_closes_it(tmp_path, kind):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for k in range(3):
+        _write(shards, kind, np.ones((10, 4)), name=f"part{k}")
+    rows = open_rows(shards, "d" if kind == "csv" else "3")
+    opened = _open_files()
+    chunks = rows.chunks(0, 30, 4)
+    for _ in range(5):  # into the second shard
+        next(chunks)
+        assert _open_files() == opened + 1
+    chunks.close()  # a loop that stops early
+    assert _open_files() == opened
+    assert len(list(rows.chunks(0, 30, 7))) == 5 and _open_files() == opened
+    rows.read(5, 25)
+    assert _open_files() == opened
 
 
 def test_each_read_is_new_memory(tmp_path):
