@@ -152,11 +152,11 @@ def _unchanged(model, before):
 
 
 @pytest.mark.parametrize("model, settings, match", [
-    ("linear", dict(batch_size=64), r"are streamed, which runs full-batch epochs: leave batch_size unset"),
-    ("linear", dict(validation_split=0.2), r"validation_split and validation_data are not taken with a RowFile"),
-    ("linear", dict(metrics=["r2"]), r"metrics are not recorded per epoch with a RowFile"),
+    ("linear", dict(validation_split=0.2), r"with a data file, keep the validation rows in a file of their own"),
+    ("linear", dict(validation_data=(torch.zeros(3, FEATURES), torch.zeros(3))),
+     r"X is a data file, so validation_data must be one too"),
     ("mlp", dict(lr=0.01), r"a streamed fit needs a linear or polynomial model under mse, sse, mae or huber"),
-    ("linear", dict(optimizer="adam", lr="auto"), r"lr='auto' runs a learning-rate range test .* give lr"),
+    ("mlp", dict(lr="auto", optimizer="adam"), r"a streamed fit needs a linear or polynomial model"),
 ])
 def test_what_a_streamed_fit_does_not_do_is_refused_before_anything_changes(tmp_path, model, settings, match):
     path = _write(tmp_path, "npy", _table(5000))
@@ -168,6 +168,47 @@ def test_what_a_streamed_fit_does_not_do_is_refused_before_anything_changes(tmp_
                   standardize=True, checkpoint=checkpoint, **{"lr": 0.01, **settings})
     assert _unchanged(user_model, before)
     assert not os.path.exists(checkpoint)
+
+
+def test_unshuffled_streamed_minibatches_are_the_in_memory_fits_batches(tmp_path):
+    path = _write(tmp_path, "npy", _table(5000, seed=3))
+    settings = dict(lr=0.01, batch_size=64, epochs=3, tol=None, seed=0, standardize=True)
+    streamed = pyfit.fit("linear", pyfit.open_rows(path, _target()), None, chunk_mb=CHUNK_MB, **settings)
+    whole = pyfit.fit("linear", *_in_memory(path, _target(), torch.float32), **settings)
+    assert streamed.backend in STREAMED and whole.backend not in STREAMED
+    assert _relative_error(_parameters(streamed), _parameters(whole)) < 1e-5
+    assert np.allclose(streamed.history["loss"], whole.history["loss"], rtol=1e-5)
+
+
+def test_shuffled_streamed_minibatches_are_drawn_chunk_wise_and_fit(tmp_path):
+    path = _write(tmp_path, "npy", _table(5000, seed=3))
+    settings = dict(lr=0.01, batch_size=64, shuffle=True, epochs=4, tol=None, seed=0, standardize=True)
+    streamed = pyfit.fit("linear", pyfit.open_rows(path, _target()), None, chunk_mb=CHUNK_MB, **settings)
+    again = pyfit.fit("linear", pyfit.open_rows(path, _target()), None, chunk_mb=CHUNK_MB, **settings)
+    whole = pyfit.fit("linear", *_in_memory(path, _target(), torch.float32), **settings)
+    # other batches than the in-memory fit's, drawn alike from the seed, to the same fit of the data
+    assert streamed.history["loss"] == again.history["loss"]
+    assert streamed.history["loss"] != whole.history["loss"]
+    assert streamed.scores["r2"] == pytest.approx(whole.scores["r2"], abs=1e-3)
+
+
+def test_validation_file_metrics_and_range_test_lr_equal_the_in_memory_fits(tmp_path):
+    train = _write(tmp_path, "npy", _table(5000, seed=4))
+    held = str(tmp_path / "held.npy")
+    np.save(held, _table(1000, seed=5))
+    settings = dict(optimizer="adam", epochs=5, tol=None, seed=0, standardize=True, metrics=["r2", "mae"])
+    streamed = pyfit.fit("linear", pyfit.open_rows(train, _target()), None, chunk_mb=CHUNK_MB,
+                         validation_data=pyfit.open_rows(held, _target()), **settings)
+    X_val, y_val = _in_memory(held, _target(), torch.float32)
+    whole = pyfit.fit("linear", *_in_memory(train, _target(), torch.float32), validation_data=(X_val, y_val),
+                      **settings)
+    assert streamed.backend in STREAMED and whole.backend not in STREAMED
+    assert streamed.lr_chosen == pytest.approx(whole.lr_chosen, rel=1e-9)  # the range test's suggestion
+    assert streamed.lr_reason == whole.lr_reason
+    for key in ("val_loss", "r2", "val_r2", "mae", "val_mae"):
+        assert np.allclose(streamed.history[key], whole.history[key], rtol=1e-5, atol=1e-7), key
+    for key, value in whole.scores.items():
+        assert streamed.scores[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
 
 
 @pytest.mark.parametrize("optimizer, standardize", [("sgd", False), ("adam", True)])
