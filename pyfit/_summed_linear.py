@@ -128,6 +128,6 @@ class SummedLinear(Autograd):
             if not math.isfinite(loss):
                 return torch.tensor(loss, dtype=torch.float64)
             total += loss * (1.0 if self.sum_reduction else (stop - start) / n)
-            if interrupted() and stop < n:
+            if stop < n and interrupted():  # the last batch ends the epoch anyway: no exchange of the flag
                 return None
         return torch.tensor(total, dtype=torch.float64)
