@@ -6,13 +6,13 @@ on loopback, 1 thread per rank) and as one process on 2 threads and on 1. Every
 rank builds the same data from the same seed and calls pyfit.fit on all of it, as
 a user's script under torchrun does (each rank then steps on its own shard and
 the gradients are summed over the ranks). After one untimed fit, ``--fits`` fits
-are timed by their own clock, ``result.seconds``; each rank prints one line,
-``BENCH {json}``, with its rank and times. The command's wall time (start-up of
-every process, the data, the untimed fit and the scores included) is taken too.
+are timed by their own clock, ``result.seconds``; each rank writes its times as
+``rank<r>.json`` into the ``--reports`` folder. The command's wall time (start-up
+of every process, the data, the untimed fit and the scores included) is taken too.
 
-    python benchmarks/distributed_bench.py linear --threads 2
+    python benchmarks/distributed_bench.py linear --threads 2 --reports /tmp/one
     OMP_NUM_THREADS=1 torchrun --nproc-per-node 2 --standalone \\
-        benchmarks/distributed_bench.py linear --threads 1
+        benchmarks/distributed_bench.py linear --threads 1 --reports /tmp/two
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
@@ -30,9 +31,6 @@ from typing import Any, Callable, Dict, List, Tuple
 import torch
 
 import pyfit
-
-MARK = "BENCH "  # starts the line that carries a rank's results
-
 
 @dataclass(frozen=True)
 class Workload:
@@ -70,6 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--threads", type=int, required=True, help="CPU threads of each process's fit")
     parser.add_argument("--fits", type=int, default=3, help="timed fits after the untimed one")
+    parser.add_argument("--reports", required=True, help="folder to write rank<r>.json into")
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
     X, y = data(workload)
@@ -81,8 +80,9 @@ def main(argv=None) -> int:
     fit()  # lazy set-up (the process group, torch's thread pool, first allocations) is not timed
     results = [fit() for _ in range(args.fits)]
     world = pyfit.distributed.current()
-    print(MARK + json.dumps({
-        "rank": 0 if world is None else world.rank,
+    rank = 0 if world is None else world.rank
+    report = {
+        "rank": rank,
         "ranks": 1 if world is None else world.size,
         "threads": args.threads,
         "seconds": [result.seconds for result in results],
@@ -90,7 +90,9 @@ def main(argv=None) -> int:
         "ops_backend": pyfit.ops.backend(),
         "linear_sums": pyfit.ops.implementation().linear_sums.__module__,  # the compiled kernel or the reference
         "final_loss": results[-1].history["loss"][-1],
-    }), flush=True)
+    }
+    with open(os.path.join(args.reports, f"rank{rank}.json"), "w") as out:  # a file each: no mixed lines
+        json.dump(report, out)
     return 0
 
 
@@ -101,20 +103,22 @@ CONTENDERS = (("2 ranks x 1 thread (torchrun)", 2, 1), ("1 process x 2 threads",
 def launch(workload: str, ranks: int, threads: int, fits: int) -> Tuple[Dict[str, Any], float]:
     """Run this script on ``ranks`` processes (under torchrun when more than 1) of ``threads`` threads each:
     rank 0's report and the command's wall seconds."""
-    script = [os.path.abspath(__file__), workload, "--threads", str(threads), "--fits", str(fits)]
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
-    command = [sys.executable, *launcher, *script]
-    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's pool, as torchrun users set it
-    started = time.perf_counter()
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
-    reports = [json.loads(line[len(MARK):]) for line in done.stdout.splitlines() if line.startswith(MARK)]
-    if sorted(report["rank"] for report in reports) != list(range(ranks)):
-        raise RuntimeError(f"{' '.join(command)}: expected a report from each of {ranks} ranks, got "
-                           f"{[report['rank'] for report in reports]}:\n{done.stdout[-3000:]}")
-    return next(report for report in reports if report["rank"] == 0), wall
+    with tempfile.TemporaryDirectory(prefix="pyfit-bench-") as folder:
+        script = [os.path.abspath(__file__), workload, "--threads", str(threads), "--fits", str(fits),
+                  "--reports", folder]
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 else []
+        command = [sys.executable, *launcher, *script]
+        environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's pool, as torchrun users set it
+        started = time.perf_counter()
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=1800)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
+        written = sorted(os.listdir(folder))
+        if written != sorted(f"rank{rank}.json" for rank in range(ranks)):
+            raise RuntimeError(f"{' '.join(command)}: expected a report from each of {ranks} ranks, got {written}")
+        with open(os.path.join(folder, "rank0.json")) as report:
+            return json.load(report), wall
 
 
 def overhead(workload: str, repeats: int, fits: int = 3) -> Dict[str, Dict[str, Any]]:
