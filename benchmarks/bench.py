@@ -33,6 +33,8 @@ import torch.nn.functional as F
 import pyfit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import distributed_bench  # noqa: E402  (beside this file)
 
 
 def interleaved(functions: Dict[str, Callable[[], object]], repeats: int, sync=lambda: None) -> Dict[str, float]:
@@ -301,24 +303,15 @@ def fused_linear_report(repeats: int, report) -> None:
             for name, seconds in t.items()])
 
 
-def linear_sums_runner() -> str:
-    """What runs pyfit.ops.linear_sums, the per-step sums of the data-parallel and streamed linear fits."""
-    module = pyfit.ops.implementation().linear_sums.__module__
-    return f"{module}.linear_sums" + (" (the pure-torch reference)" if module.endswith("_reference") else "")
-
-
 def load_average() -> float:
     """The 1-minute load average: on a shared machine it says how far the times can be trusted."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 # -- data-parallel fits under torchrun: the all-reduce overhead -----------------------------
-def distributed_report(repeats: int, report) -> None:
+def distributed_report(repeats: int, report, command: str) -> None:
     """2 ranks of 1 thread under torchrun against 1 process of 2 threads and of 1, on the summed linear path
     and on the autograd path (see distributed_bench.py)."""
-    sys.path.insert(0, HERE)
-    import distributed_bench
-
     two, one_on_two, one_on_one = (name for name, _, _ in distributed_bench.CONTENDERS)
     for workload in ("linear", "mlp"):
         load_before = load_average()
@@ -329,8 +322,8 @@ def distributed_report(repeats: int, report) -> None:
         ranks, alone = runs[two]["report"], runs[one_on_two]["report"]
         times = {**{f"{name}: fit": seconds for name, seconds in fit.items()},
                  **{f"{name}: command": seconds for name, seconds in wall.items()}}
-        report(f"data-parallel fit under torchrun (gloo, loopback), {distributed_bench.WORKLOADS[workload].title} (cpu)",
-               times, [
+        title = distributed_bench.WORKLOADS[workload].title
+        report(f"data-parallel fit under torchrun (gloo, loopback), {title} (cpu)", times, [
                    f"2 ranks take {fit[two] / fit[one_on_two]:.2f}x the fit time of 1 process on the same 2 threads "
                    "(target <= 1.3x)",
                    f"2 ranks take {fit[two] / fit[one_on_one]:.2f}x the fit time of 1 process on 1 thread",
@@ -340,7 +333,7 @@ def distributed_report(repeats: int, report) -> None:
                    f"{ranks['ops_backend']}; linear_sums ran {ranks['linear_sums']}",
                    f"final loss: 2 ranks {ranks['final_loss']:.9g}, 1 process {alone['final_loss']:.9g}",
                ], intro=[
-                   f"Command: `python benchmarks/bench.py --distributed-only`, {time.strftime('%Y-%m-%d %H:%M')}. "
+                   f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')}. "
                    f"Each contender is a fresh command, run {repeats} times in alternation with the others; each "
                    "command makes one untimed fit, then 3 timed ones. `fit`: the median of rank 0's "
                    "`result.seconds` over every timed fit (the fit itself: its checks, its epochs, not the closing "
@@ -419,7 +412,7 @@ def streaming(repeats: int, rows: int = 4_194_304, features: int = 16, epochs: i
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def streaming_report(repeats: int, report) -> None:
+def streaming_report(repeats: int, report, command: str) -> None:
     rows, features, epochs, chunk_mb = 4_194_304, 16, 10, 32.0
     load_before = load_average()
     seconds, walls, backends, size_mb = streaming(repeats, rows, features, epochs, chunk_mb)
@@ -439,9 +432,9 @@ def streaming_report(repeats: int, report) -> None:
                f"reading alone: RowFile.chunks takes {seconds[read_chunks] / seconds[memory]:.2f}x the fit time "
                f"of the tensors in memory, the bytes {seconds[read_bytes] / seconds[memory]:.2f}x",
                "paths: " + ", ".join(f"{name} on {backends[name]}" for name in (memory, read_whole, streamed)) +
-               f"; pyfit.ops.backend() {pyfit.ops.backend()}; linear_sums ran {linear_sums_runner()}",
+               f"; pyfit.ops.backend() {pyfit.ops.backend()}; linear_sums ran {distributed_bench.linear_sums_runner()}",
            ], intro=[
-               f"Command: `python benchmarks/bench.py --streaming-only`, {time.strftime('%Y-%m-%d %H:%M')}; medians "
+               f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')}; medians "
                f"of {repeats} interleaved fits in one process on torch's {torch.get_num_threads()} threads, after "
                f"an untimed one of each. The file ({size_mb:.0f} MB: the {features} features and the target) is "
                "written once and read once before. `fit`: `result.seconds` (for open_rows this includes "
@@ -518,6 +511,7 @@ def main(argv=None) -> int:
                              "of the results file")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 11
+    command = " ".join(["python benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)])
 
     def report(workload: str, times: Dict[str, float], targets: List[str], intro: List[str] = ()):
         print(f"\n{workload}")
@@ -546,9 +540,9 @@ def main(argv=None) -> int:
         return 0
     if args.distributed_only or args.streaming_only:
         if args.distributed_only:
-            distributed_report(max(3, repeats // 2), report)
+            distributed_report(max(3, repeats // 2), report, command)
         if args.streaming_only:
-            streaming_report(max(3, repeats // 2), report)
+            streaming_report(max(3, repeats // 2), report, command)
         try:
             with open(args.output) as existing:
                 text = existing.read()
@@ -586,8 +580,8 @@ def main(argv=None) -> int:
 
     diabetes_report(repeats, report)
     fused_linear_report(repeats, report)
-    distributed_report(max(3, repeats // 2), report)
-    streaming_report(max(3, repeats // 2), report)
+    distributed_report(max(3, repeats // 2), report, command)
+    streaming_report(max(3, repeats // 2), report, command)
 
     lines = ["# pyfit benchmark results", "", f"Machine: {machine()}", "",
              f"Command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`; medians of "

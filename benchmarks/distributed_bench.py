@@ -63,6 +63,12 @@ def data(workload: Workload) -> Tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
+def linear_sums_runner() -> str:
+    """What runs pyfit.ops.linear_sums, the per-step sums of the data-parallel and streamed linear fits."""
+    module = pyfit.ops.implementation().linear_sums.__module__
+    return f"{module}.linear_sums" + (" (the pure-torch reference)" if module.endswith("_reference") else "")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=sorted(WORKLOADS))
@@ -88,7 +94,7 @@ def main(argv=None) -> int:
         "seconds": [result.seconds for result in results],
         "backend": results[-1].backend,
         "ops_backend": pyfit.ops.backend(),
-        "linear_sums": pyfit.ops.implementation().linear_sums.__module__,  # the compiled kernel or the reference
+        "linear_sums": linear_sums_runner(),
         "final_loss": results[-1].history["loss"][-1],
     }
     with open(os.path.join(args.reports, f"rank{rank}.json"), "w") as out:  # a file each: no mixed lines
