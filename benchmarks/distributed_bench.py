@@ -32,6 +32,7 @@ import torch
 
 import pyfit
 
+
 @dataclass(frozen=True)
 class Workload:
     """A fit of synthetic data: its shape and the settings every contender fits it with."""
@@ -44,7 +45,7 @@ class Workload:
 
 
 WORKLOADS = {
-    # the linear path: one process takes the fused op, the ranks the compiled sums plus the all-reduce
+    # the linear path: one process takes the fused op, the ranks ops.linear_sums plus the all-reduce
     "linear": Workload("linear 2,097,152 x 16 float32, mse, sgd lr 0.01, 30 full-batch epochs", 2_097_152, 16,
                        dict(loss="mse", optimizer="sgd", lr=0.01, epochs=30, tol=None),
                        lambda d: pyfit.Linear(d)),
@@ -80,7 +81,8 @@ def main(argv=None) -> int:
     X, y = data(workload)
 
     def fit() -> pyfit.FitResult:
-        torch.manual_seed(0)  # the same starting model on every rank and in every process
+        # the same starting model on every rank and in every process (torch seeds each process on its own)
+        torch.manual_seed(0)
         return pyfit.fit(workload.model(workload.features), X, y, seed=0, threads=args.threads, **workload.fit)
 
     fit()  # lazy set-up (the process group, torch's thread pool, first allocations) is not timed
