@@ -7,6 +7,10 @@ noisy, so compare the ratios of one run and rerun before drawing conclusions.
     python benchmarks/bench.py            # every workload
     python benchmarks/bench.py --quick    # fewer repeats
     python benchmarks/bench.py --fused-linear-only   # the fused loop under every loss and optimizer
+    python benchmarks/bench.py --distributed-only    # 2 ranks under torchrun against 1 process
+    python benchmarks/bench.py --streaming-only      # a .npy file streamed against the same fit in memory
+
+The last two replace only their own sections of RESULTS.md and keep the rest.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +33,8 @@ import torch.nn.functional as F
 import pyfit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import distributed_bench  # noqa: E402  (beside this file)
 
 
 def interleaved(functions: Dict[str, Callable[[], object]], repeats: int, sync=lambda: None) -> Dict[str, float]:
@@ -293,6 +303,148 @@ def fused_linear_report(repeats: int, report) -> None:
             for name, seconds in t.items()])
 
 
+def load_average() -> float:
+    """The 1-minute load average: on a shared machine it says how far the times can be trusted."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+# -- data-parallel fits under torchrun: the all-reduce overhead -----------------------------
+def distributed_report(repeats: int, report, command: str) -> None:
+    """2 ranks of 1 thread under torchrun against 1 process of 2 threads and of 1, on the summed linear path
+    and on the autograd path (see distributed_bench.py)."""
+    two, one_on_two, one_on_one = (name for name, _, _ in distributed_bench.CONTENDERS)
+    for workload in ("linear", "mlp"):
+        load_before = load_average()
+        runs = distributed_bench.overhead(workload, repeats)
+        load_after = load_average()
+        fit = {name: run["fit"] for name, run in runs.items()}
+        wall = {name: run["wall"] for name, run in runs.items()}
+        ranks, alone = runs[two]["report"], runs[one_on_two]["report"]
+        times = {**{f"{name}: fit": seconds for name, seconds in fit.items()},
+                 **{f"{name}: command": seconds for name, seconds in wall.items()}}
+        title = distributed_bench.WORKLOADS[workload].title
+        report(f"data-parallel fit under torchrun (gloo, loopback), {title} (cpu)", times, [
+                   f"2 ranks take {fit[two] / fit[one_on_two]:.2f}x the fit time of 1 process on the same 2 threads "
+                   "(target <= 1.3x)",
+                   f"2 ranks take {fit[two] / fit[one_on_one]:.2f}x the fit time of 1 process on 1 thread",
+                   f"whole commands: 2 ranks take {wall[two] / wall[one_on_two]:.2f}x the wall time of 1 process on "
+                   f"2 threads, {wall[two] / wall[one_on_one]:.2f}x that of 1 process on 1 thread",
+                   f"paths: 2 ranks on {ranks['backend']}, 1 process on {alone['backend']}; pyfit.ops.backend() "
+                   f"{ranks['ops_backend']}; linear_sums ran {ranks['linear_sums']}",
+                   f"final loss: 2 ranks {ranks['final_loss']:.9g}, 1 process {alone['final_loss']:.9g}",
+               ], intro=[
+                   f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')}. "
+                   f"Each contender is a fresh command, run {repeats} times in alternation with the others; each "
+                   "command makes one untimed fit, then 3 timed ones. `fit`: the median of rank 0's "
+                   "`result.seconds` over every timed fit (the fit itself: its checks, its epochs, not the closing "
+                   "scores). `command`: the median wall time of the whole command (`python -m torch.distributed.run "
+                   "--standalone --nproc-per-node 2 ...` for 2 ranks, `python ...` for 1 process): start-up of "
+                   "every process, the process group, the data, all four fits and their scores. Load average "
+                   f"(1 min) {load_before:.1f} at the start, {load_after:.1f} at the end.",
+               ])
+
+
+# -- a .npy file streamed a chunk at a time against the same fit in memory ------------------------------
+def streaming(repeats: int, rows: int = 4_194_304, features: int = 16, epochs: int = 10,
+              chunk_mb: float = 32.0) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, str], float]:
+    """The fit of a (rows, features + 1) float32 .npy file, streamed in chunks of ``chunk_mb`` MB, against the
+    same fit of its rows in memory (as tensors, and read whole by open_rows), in alternation.
+
+    Returns the medians of result.seconds and of each fit call's wall time (result.seconds plus the closing
+    scores), each contender's result.backend, and the file's size in MB.
+    """
+    directory = tempfile.mkdtemp(prefix="pyfit-bench-")
+    try:
+        path = os.path.join(directory, "rows.npy")
+        g = torch.Generator().manual_seed(0)
+        X = torch.randn(rows, features, generator=g)
+        y = X @ torch.randn(features, generator=g) + 0.5 + 0.1 * torch.randn(rows, generator=g)
+        np.save(path, torch.cat([X, y.unsqueeze(1)], 1).numpy())
+        del X, y
+        table = np.load(path)  # the whole file read once: it is in the page cache from here on
+        X, y = torch.from_numpy(table[:, :features]).contiguous(), torch.from_numpy(table[:, features]).contiguous()
+        del table
+        target = str(features)  # the last column, named by its index
+        held_mb = 4 * os.path.getsize(path) / 2**20  # enough for every row, with their copies as tensors
+        file = pyfit.open_rows(path, target=target)
+        if file.rows_per_chunk(int(held_mb * 2**20)) < rows or file.rows_per_chunk(int(chunk_mb * 2**20)) >= rows:
+            raise RuntimeError(f"chunk_mb={chunk_mb:g} must stream {path} and {held_mb:g} MB hold it")
+        settings = dict(epochs=epochs, tol=None, lr=0.01)
+        chunk_rows = file.rows_per_chunk(int(chunk_mb * 2**20))
+
+        def read_chunks():  # what the streamed fit reads, without the fit
+            for _ in range(epochs):
+                for _ in file.chunks(0, rows, chunk_rows):
+                    pass
+
+        def read_bytes():  # the file's bytes, chunk by chunk, into one buffer: the floor of any read
+            buffer = bytearray(int(chunk_mb * 2**20))
+            for _ in range(epochs):
+                with open(path, "rb", buffering=0) as handle:
+                    while handle.readinto(buffer):
+                        pass
+
+        # each returns its FitResult, whose seconds are the fit's own, or None: then the call is timed
+        fits: Dict[str, Callable[[], object]] = {
+            "in memory: tensors": lambda: pyfit.fit("linear", X, y, **settings),
+            f"in memory: open_rows, chunk_mb={held_mb:.0f}":
+                lambda: pyfit.fit("linear", pyfit.open_rows(path, target=target), None, chunk_mb=held_mb,
+                                  **settings),
+            f"streamed: open_rows, chunk_mb={chunk_mb:g}":
+                lambda: pyfit.fit("linear", pyfit.open_rows(path, target=target), None, chunk_mb=chunk_mb,
+                                  **settings),
+            f"{epochs} reads of the file by RowFile.chunks, chunk_mb={chunk_mb:g} (no fit)": read_chunks,
+            f"{epochs} reads of the file's bytes, {chunk_mb:g} MB at a time (no fit)": read_bytes,
+        }
+        seconds: Dict[str, List[float]] = {name: [] for name in fits}
+        walls: Dict[str, List[float]] = {name: [] for name in fits}
+        backends = {name: getattr(fit(), "backend", None) for name, fit in fits.items()}  # untimed: one of each
+        for _ in range(repeats):
+            for name, fit in fits.items():
+                started = time.perf_counter()
+                result = fit()
+                walls[name].append(time.perf_counter() - started)
+                seconds[name].append(walls[name][-1] if result is None else result.seconds)
+        return ({name: statistics.median(values) for name, values in seconds.items()},
+                {name: statistics.median(values) for name, values in walls.items()}, backends,
+                os.path.getsize(path) / 2**20)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def streaming_report(repeats: int, report, command: str) -> None:
+    rows, features, epochs, chunk_mb = 4_194_304, 16, 10, 32.0
+    load_before = load_average()
+    seconds, walls, backends, size_mb = streaming(repeats, rows, features, epochs, chunk_mb)
+    load_after = load_average()
+    memory, read_whole, streamed, read_chunks, read_bytes = seconds
+    times = {**{f"{name}: fit": seconds[name] for name in (memory, read_whole, streamed)},
+             **{f"{name}: call": walls[name] for name in (memory, read_whole, streamed)},
+             read_chunks: seconds[read_chunks], read_bytes: seconds[read_bytes]}
+    report(f"streamed fit: linear, {rows:,} x {features} float32 .npy in the page cache, mse, sgd lr 0.01, "
+           f"{epochs} full-batch epochs (cpu)", times, [
+               f"streamed takes {seconds[streamed] / seconds[memory]:.2f}x the fit time of the tensors in memory "
+               "(target <= 1.5x)",
+               f"streamed takes {seconds[streamed] / seconds[read_whole]:.2f}x the fit time of open_rows holding "
+               "every row",
+               f"whole calls: streamed takes {walls[streamed] / walls[memory]:.2f}x the time of the tensors in "
+               "memory",
+               f"reading alone: RowFile.chunks takes {seconds[read_chunks] / seconds[memory]:.2f}x the fit time "
+               f"of the tensors in memory, the bytes {seconds[read_bytes] / seconds[memory]:.2f}x",
+               "paths: " + ", ".join(f"{name} on {backends[name]}" for name in (memory, read_whole, streamed)) +
+               f"; pyfit.ops.backend() {pyfit.ops.backend()}; linear_sums ran {distributed_bench.linear_sums_runner()}",
+           ], intro=[
+               f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M')}; medians "
+               f"of {repeats} interleaved fits in one process on torch's {torch.get_num_threads()} threads, after "
+               f"an untimed one of each. The file ({size_mb:.0f} MB: the {features} features and the target) is "
+               "written once and read once before. `fit`: `result.seconds` (for open_rows this includes "
+               "reading the rows; the streamed fit reads every chunk again at each epoch); `call`: the whole "
+               "`pyfit.fit` call, its closing scores included (one more pass over the file when streamed). The two "
+               "reads without a fit are timed whole. "
+               f"Load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end.",
+           ])
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -325,6 +477,23 @@ def _hand_written(path: str) -> str:
     return "" if at < 0 else text[at:]
 
 
+def _replace_sections(text: str, sections: List[str]) -> str:
+    """``text`` (a results file) with each of ``sections`` ("## heading" and its lines) in place of the one under
+    the same heading, or added after the generated ones; the rest, hand-written part included, as it was."""
+    at = text.find(HAND_WRITTEN)
+    generated, kept = (text, "") if at < 0 else (text[:at], text[at:])
+    parts = generated.split("\n## ")
+    blocks = [parts[0]] + ["## " + part for part in parts[1:]]
+    for section in sections:
+        heading = section.split("\n", 1)[0]
+        matching = [i for i, block in enumerate(blocks) if block.split("\n", 1)[0] == heading]
+        if matching:
+            blocks[matching[0]] = section
+        else:
+            blocks.append(section)
+    return "\n".join(block.rstrip("\n") + "\n" for block in blocks) + ("\n" + kept if kept else "")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -334,16 +503,33 @@ def main(argv=None) -> int:
     parser.add_argument("--fused-linear-only", action="store_true",
                         help="only the fused linear loop under every built-in loss and optimizer; print, write "
                              "nothing")
+    parser.add_argument("--distributed-only", action="store_true",
+                        help="only the data-parallel fits under torchrun against one process; replace their "
+                             "sections of the results file")
+    parser.add_argument("--streaming-only", action="store_true",
+                        help="only the streamed fit of a .npy file against the fit in memory; replace its section "
+                             "of the results file")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 11
+    command = " ".join(["python benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)])
 
-    def report(workload: str, times: Dict[str, float], targets: List[str]):
+    def report(workload: str, times: Dict[str, float], targets: List[str], intro: List[str] = ()):
         print(f"\n{workload}")
         for name, seconds in times.items():
             print(f"  {name:38s} {seconds * 1e3:10.3f} ms")
         for target in targets:
             print(f"  -> {target}")
-        summaries.append((workload, times, targets))
+        summaries.append((workload, times, targets, list(intro)))
+
+    def sections() -> List[str]:
+        written = []
+        for workload, times, targets, intro in summaries:
+            lines = [f"## {workload}", ""] + [line for paragraph in intro for line in (paragraph, "")]
+            lines += ["| contender | median |", "| --- | ---: |"]
+            lines += [f"| {name} | {seconds * 1e3:.3f} ms |" for name, seconds in times.items()]
+            lines += [""] + [f"- {target}" for target in targets] + [""]
+            written.append("\n".join(lines))
+        return written
 
     summaries = []
     if args.diabetes_only:
@@ -351,6 +537,20 @@ def main(argv=None) -> int:
         return 0
     if args.fused_linear_only:
         fused_linear_report(repeats, report)
+        return 0
+    if args.distributed_only or args.streaming_only:
+        if args.distributed_only:
+            distributed_report(max(3, repeats // 2), report, command)
+        if args.streaming_only:
+            streaming_report(max(3, repeats // 2), report, command)
+        try:
+            with open(args.output) as existing:
+                text = existing.read()
+        except FileNotFoundError:
+            text = f"# pyfit benchmark results\n\nMachine: {machine()}\n"
+        with open(args.output, "w") as out:
+            out.write(_replace_sections(text, sections()))
+        print(f"\nwrote {len(summaries)} sections of {args.output}")
         return 0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     t = seed000(repeats)
@@ -380,18 +580,16 @@ def main(argv=None) -> int:
 
     diabetes_report(repeats, report)
     fused_linear_report(repeats, report)
+    distributed_report(max(3, repeats // 2), report, command)
+    streaming_report(max(3, repeats // 2), report, command)
 
     lines = ["# pyfit benchmark results", "", f"Machine: {machine()}", "",
              f"Command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`; medians of "
-             f"{repeats} interleaved runs (fewer for the large fit), measured in one process on "
-             f"{time.strftime('%Y-%m-%d')}.", ""]
-    for workload, times, targets in summaries:
-        lines += [f"## {workload}", "", "| contender | median |", "| --- | ---: |"]
-        lines += [f"| {name} | {seconds * 1e3:.3f} ms |" for name, seconds in times.items()]
-        lines += [""] + [f"- {target}" for target in targets] + [""]
+             f"{repeats} interleaved runs (fewer for the large fits), measured in one process on "
+             f"{time.strftime('%Y-%m-%d')} (the data-parallel fits in processes of their own).", ""]
     kept = _hand_written(args.output)  # read before the file is opened for writing, which empties it
     with open(args.output, "w") as out:
-        out.write("\n".join(lines) + "\n" + kept)
+        out.write("\n".join(lines) + "\n" + "\n".join(sections()) + "\n" + kept)
     print(f"\nwrote {args.output}")
     return 0
 

@@ -41,8 +41,8 @@ def _column_runs(columns: Sequence[int]) -> List[Tuple[int, int]]:
 
 def _fill(out: Tensor, table: data.Table, names: Sequence[str], role: str) -> None:
     """Write the named columns of a table into the columns of ``out``, one checked column at a time."""
-    for j, name in enumerate(names):
-        out[:, j] = torch.from_numpy(table.column(name, role, out.dtype))
+    for j, name in enumerate(names):  # numpy's strided copy: torch's took 4x to 12x as long on 2 threads
+        out.numpy()[:, j] = table.column(name, role, out.dtype)
 
 
 class RowFile:
