@@ -63,6 +63,19 @@ class World:
         parts = [torch.empty_like(tensor) for _ in range(self.size)]
         return self._collective(lambda: torch.distributed.all_gather(parts, tensor), what, parts)
 
+    def copy_from_rank_0(self, tensors: List[torch.Tensor], what: str) -> None:
+        """Overwrite ``tensors`` (the same shapes on every rank) with rank 0's, in place, in one exchange."""
+        dense = [t for t in tensors if t.numel()]
+        if not dense:
+            return
+        flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in dense])
+        self._collective(lambda: torch.distributed.broadcast(flat, src=0), what, None)
+        with torch.no_grad():
+            offset = 0
+            for t in dense:
+                t.copy_(flat[offset:offset + t.numel()].view(t.shape))
+                offset += t.numel()
+
     def agree(self, value: Any, what: str) -> Any:
         """Rank 0's ``value`` (any picklable object), on every rank."""
         box = [value]

@@ -518,6 +518,11 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     if saved is not None:
         restore(saved, plan.resume_from, model=model, optimizer=opt, scheduler=sched, state=state)
         apply_optimizer_settings(opt, plan.changes)
+    if world is not None:
+        # a model built on each rank without a common seed starts from each rank's own random draw, and an
+        # optimizer brought along may hold state of its own: every rank starts from rank 0's, as torch's
+        # DistributedDataParallel does
+        world.copy_from_rank_0(_starting_state(model, opt), "the model's starting parameters")
     runner = _runner(plan, generator, sched if epoch_only else None)
     started += _load_compiler_for(runner)
 
@@ -554,6 +559,14 @@ def _run(plan: _Plan, started: float, *, progress: Optional[bool], checkpoint: O
     if checkpoint is not None and writes:
         save_checkpoint(checkpoint, final)
     return final
+
+
+def _starting_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> List[torch.Tensor]:
+    """The floating-point tensors a fit starts from: the model's parameters and buffers, the optimizer's state."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    for state in optimizer.state.values():
+        tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
+    return [t for t in tensors if t.is_floating_point()]
 
 
 def _file_rows(file: RowFile, y: Any, world: Optional[distributed.World], chunk_mb: float,

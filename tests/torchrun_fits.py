@@ -56,6 +56,8 @@ def main():
         X, y = _data(spec.get("data", {}), out)
         settings = dict(spec.get("fit", {}))
         model = settings.pop("model", "linear")
+        if spec.get("own_model"):  # built here, from each process's own random draw
+            model = pyfit.build_model(model, in_features=X.shape[1], **settings.pop("model_kwargs", {}))
         callbacks = [_Fault(spec["die"], spec.get("how", "kill"))] if "die" in spec else []
         started = time.perf_counter()
         result = pyfit.fit(model, X, y, callbacks=callbacks, **settings)
