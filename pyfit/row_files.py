@@ -115,10 +115,10 @@ class RowFile:
 
         Where a ``.npy`` shard stores ``dtype`` and the features are neighbouring
         columns, and so are the targets, a piece is X and y as views of one reused
-        buffer of about a megabyte of rows, valid only until the next piece is asked
+        buffer of a few megabytes of rows, valid only until the next piece is asked
         for: nothing is copied, and each piece is checked whole. Elsewhere, and for a
         piece that fails that check (then its cells are checked as :meth:`read` checks
-        them, and a bad one is named), a piece is new tensors, of at most
+        them, and a bad one is named), a piece is new tensors. A piece holds at most
         ``chunk_rows`` rows.
         """
         check_row_range(start, stop, self.rows)
@@ -138,7 +138,7 @@ class RowFile:
                 until = min(stop, first + shard.rows)
                 reader = reading.reader(shard_index)
                 if viewed and isinstance(reader, NpyReader) and shard.stores(self.dtype):
-                    for begin, block, whole in reader.pieces(at - first, until - first):
+                    for begin, block, whole in reader.pieces(at - first, until - first, chunk_rows):
                         if whole:
                             yield (torch.from_numpy(block[:, x_first:x_first + x_count]),
                                    torch.from_numpy(block[:, y_first:y_first + y_count]))

@@ -178,7 +178,7 @@ def test_the_first_bad_cell_is_named_in_column_order_whatever_piece_it_is_read_i
     assert X[8, 1] == -largest and y[4, 0] == largest and X[10, 0] == 7.0 and X[11, 0] == 1.0
 
 
-def _pieces(rows, start, stop, chunk_rows=4):
+def _pieces(rows, start, stop, chunk_rows=100):
     """A pass of pieces: each one's X and y copied, whether they were views of the file's rows (a row stride
     of all its columns), and where the memory they lie in starts."""
     width = len(rows.names)
@@ -195,12 +195,15 @@ def _assert_pieces_cover(rows, pieces, start, stop):
 @pytest.mark.parametrize("target, features", [("3", None), ("0", None), ("3", "1,2")])
 def test_pieces_are_views_of_one_buffer_where_the_columns_are_two_runs_of_the_fits_dtype(
         tmp_path, monkeypatch, target, features):
-    monkeypatch.setattr(_shard_files, "PIECE_BYTES", 5 * 4 * 4)  # five float32 rows of 4 columns
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 5 * 4 * 4)  # five float32 rows of 4 columns
     values = np.random.default_rng(5).normal(size=(23, 4)).astype(np.float32)
     rows = open_rows(_write(tmp_path, "npy", values), target, features)
     pieces = _pieces(rows, 2, 23)
     assert [len(piece[0]) for piece in pieces] == [5, 5, 5, 5, 1]
     assert all(piece[2] for piece in pieces) and len({piece[3] for piece in pieces}) == 1
+    _assert_pieces_cover(rows, pieces, 2, 23)
+    pieces = _pieces(rows, 2, 23, chunk_rows=3)  # no piece longer than a chunk: memory stays in its budget
+    assert [len(piece[0]) for piece in pieces] == [3] * 7 and all(piece[2] for piece in pieces)
     _assert_pieces_cover(rows, pieces, 2, 23)
     # a directory of shards: pieces within each shard, views all the same
     shards = tmp_path / "shards"
@@ -215,7 +218,7 @@ def test_pieces_are_views_of_one_buffer_where_the_columns_are_two_runs_of_the_fi
 
 @pytest.mark.parametrize("case", ["scattered features", "another dtype", "csv"])
 def test_pieces_are_new_tensors_of_chunk_rows_where_views_cannot_be(tmp_path, monkeypatch, case):
-    monkeypatch.setattr(_shard_files, "PIECE_BYTES", 5 * 4 * 4)
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 5 * 4 * 4)
     values = np.random.default_rng(6).normal(size=(11, 4))
     stored, features = {"scattered features": (np.float32, "2,0"), "another dtype": (np.float64, None),
                         "csv": (np.float32, None)}[case]
@@ -227,7 +230,7 @@ def test_pieces_are_new_tensors_of_chunk_rows_where_views_cannot_be(tmp_path, mo
 
 
 def test_a_piece_with_a_bad_value_is_checked_cell_by_cell(tmp_path, monkeypatch):
-    monkeypatch.setattr(_shard_files, "PIECE_BYTES", 5 * 4 * 4)
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 5 * 4 * 4)
     values = np.random.default_rng(7).normal(size=(15, 4)).astype(np.float32)
     values[6, 0] = np.nan  # not a chosen column: its piece fails the whole-piece check, yet reads
     rows = open_rows(_write(tmp_path, "npy", values), "3", "1,2")
