@@ -245,6 +245,21 @@ def test_a_piece_with_a_bad_value_is_checked_cell_by_cell(tmp_path, monkeypatch)
         rows.pieces(0, 15, 0)
 
 
+def test_a_streamed_fit_names_a_bad_cell_it_reads_in_a_piece(tmp_path, monkeypatch):
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 64 * 4 * 4)
+    values = np.random.default_rng(8).normal(size=(2000, 4)).astype(np.float32)
+    path = _write(tmp_path, "npy", values)
+    settings = dict(lr=0.1, epochs=3, tol=None, seed=0)
+    streamed = pyfit.fit("linear", open_rows(path, "3"), None, chunk_mb=0.01, **settings)
+    held = pyfit.fit("linear", open_rows(path, "3"), None, **settings)
+    assert streamed.backend == "cpp:summed-linear" and held.backend != streamed.backend
+    torch.testing.assert_close(streamed.model.weight, held.model.weight, rtol=1e-5, atol=1e-6)
+    values[1500, 2] = np.nan
+    with pytest.raises(pyfit.DataError, match=r"missing value \(NaN\) at row 1501, column '2'"):
+        pyfit.fit("linear", open_rows(_write(tmp_path, "npy", values, name="bad"), "3"), None, chunk_mb=0.01,
+                  **settings)
+
+
 def _open_files():
     return len(os.listdir("/proc/self/fd"))
 
