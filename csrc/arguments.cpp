@@ -256,6 +256,19 @@ void check_index_values(const at::Tensor& indices, const char* name, int64_t n) 
   }
 }
 
+// t (rows, cols) itself where each row is contiguous and rows are at least cols
+// apart (on the CPU only, whose kernel takes a row stride), else a contiguous copy.
+at::Tensor rows_in_place(const at::Tensor& t, c10::DeviceType device) {
+  const bool row_strided = device == c10::DeviceType::CPU &&
+                           (t.size(1) <= 1 || t.stride(1) == 1) && t.stride(0) >= t.size(1);
+  return row_strided ? t : t.contiguous();
+}
+
+// The distance between rows of a tensor rows_in_place returned.
+int64_t row_stride(const at::Tensor& t) {
+  return t.is_contiguous() ? t.size(1) : t.stride(0);
+}
+
 }  // namespace
 
 LinearArgs prepare_linear(const at::Tensor& X, const at::Tensor& y, at::TensorList params,
@@ -332,9 +345,10 @@ LinearSumsArgs prepare_linear_sums(const at::Tensor& X, const at::Tensor& y,
     check_index_values(*rows, "rows", shape.N);
     rows_work = rows->to(X.device()).contiguous();
   }
-  LinearSumsArgs work{X.contiguous(), y.contiguous(), {}, rows_work,
+  const at::Tensor X_work = rows_in_place(X, device), y_work = rows_in_place(y, device);
+  LinearSumsArgs work{X_work, y_work, {}, rows_work,
                       rows_work.defined() ? rows_work.numel() : shape.N, shape.K, shape.D,
-                      static_cast<Loss>(loss), delta};
+                      row_stride(X_work), row_stride(y_work), static_cast<Loss>(loss), delta};
   for (const at::Tensor& p : params) work.params.push_back(p.contiguous());
   return work;
 }

@@ -78,11 +78,15 @@ at::Tensor linear_fit_kernel(const at::Tensor& X, const at::Tensor& y, at::Tenso
 
 // linear_sums: the rows (all of X's, or `rows` indices into X) of a linear model,
 // X (N, D), y (N, K), params [weight (K, D)] or [weight, bias (K,)]; nothing is written.
+// On the CPU, X and y whose rows are each contiguous but further apart (the columns
+// of one wider buffer) are kept as they are, their row strides in ldx / ldy; every
+// other layout, and every CUDA tensor, is a contiguous copy (ldx = D, ldy = K).
 struct LinearSumsArgs {
   at::Tensor X, y;
   std::vector<at::Tensor> params;  // contiguous
   at::Tensor rows;                 // (n,) int64 contiguous on X's device, or undefined
   int64_t n, K, D;                 // n: rows summed (N without `rows`)
+  int64_t ldx, ldy;                // distance between rows of X / y, in elements
   Loss loss;
   double delta;
 };

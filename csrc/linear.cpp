@@ -68,7 +68,7 @@ struct Stepper {
                 const StepScalars& c) {
     const scalar_t* weight = targets[0].param;
     const scalar_t* bias = targets.size() > 1 ? targets[1].param : nullptr;
-    linear::batch_sums<scalar_t>(X, y, rows, n, a.K, a.D, weight, bias, a.loss,
+    linear::batch_sums<scalar_t>(X, y, rows, n, a.K, a.D, a.D, a.K, weight, bias, a.loss,
                                  static_cast<scalar_t>(a.delta), partials, total.data());
     const double count = static_cast<double>(n) * static_cast<double>(a.K);
     const scalar_t loss = static_cast<scalar_t>(a.mean ? total[0] / count : total[0]);
@@ -141,7 +141,8 @@ at::Tensor run_linear_sums_cpu(const LinearSumsArgs& a) {
     const scalar_t* bias = a.params.size() > 1 ? a.params[1].const_data_ptr<scalar_t>() : nullptr;
     linear::batch_sums<scalar_t>(a.X.const_data_ptr<scalar_t>(), a.y.const_data_ptr<scalar_t>(),
                                  a.rows.defined() ? a.rows.const_data_ptr<int64_t>() : nullptr,
-                                 a.n, a.K, a.D, a.params[0].const_data_ptr<scalar_t>(), bias,
+                                 a.n, a.K, a.D, a.ldx, a.ldy,
+                                 a.params[0].const_data_ptr<scalar_t>(), bias,
                                  a.loss, static_cast<scalar_t>(a.delta), partials,
                                  total.mutable_data_ptr<double>());
   });

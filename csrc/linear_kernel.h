@@ -25,10 +25,13 @@ constexpr int64_t kFlushRows = 128;
 // grad_weight = sum f(r) x, with value and factor f of loss_terms.h).
 inline int64_t partial_size(int64_t K, int64_t D) { return 1 + K + K * D; }
 
+// An accumulator's arguments: X, y, rows, begin, end, K, D, ldx, ldy, weight, bias,
+// delta, out. Row i of X starts at X + i * ldx (ldx >= D) and of y at y + i * ldy
+// (ldy >= K): the rows of a wider buffer are read in place.
 template <typename scalar_t>
 using AccumulateFn = void (*)(const scalar_t*, const scalar_t*, const int64_t*, int64_t,
-                              int64_t, int64_t, int64_t, const scalar_t*, const scalar_t*,
-                              scalar_t, double*);
+                              int64_t, int64_t, int64_t, int64_t, int64_t, const scalar_t*,
+                              const scalar_t*, scalar_t, double*);
 
 // Baseline build, plus (GCC on x86-64) a copy compiled for AVX2+FMA that is picked
 // at run time when the CPU has it: the per-row dot products are compute bound
@@ -84,9 +87,10 @@ inline int64_t rows_per_block(int64_t n, int64_t P) {
 
 // Sums of the whole batch (n rows) into total (P doubles), deterministically:
 // blocks of rows in parallel, each into its own partials, added in block order.
+// ldx / ldy: the distance between rows of X / y (D / K when contiguous).
 template <typename scalar_t>
 void batch_sums(const scalar_t* X, const scalar_t* y, const int64_t* rows, int64_t n,
-                int64_t K, int64_t D, const scalar_t* weight, const scalar_t* bias, Loss loss,
+                int64_t K, int64_t D, int64_t ldx, int64_t ldy, const scalar_t* weight, const scalar_t* bias, Loss loss,
                 scalar_t delta, std::vector<double>& partials, double* total) {
   const int64_t P = partial_size(K, D);
   const int64_t block = rows_per_block(n, P);
@@ -95,7 +99,7 @@ void batch_sums(const scalar_t* X, const scalar_t* y, const int64_t* rows, int64
   const AccumulateFn<scalar_t> accumulate = pick_accumulate<scalar_t>(loss, K, D);
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      accumulate(X, y, rows, b * block, std::min(n, (b + 1) * block), K, D, weight, bias,
+      accumulate(X, y, rows, b * block, std::min(n, (b + 1) * block), K, D, ldx, ldy, weight, bias,
                  delta, partials.data() + b * P);
     }
   });

@@ -45,12 +45,14 @@ inline scalar_t dot(const scalar_t* x, const scalar_t* w, int64_t D) {
 
 // Accumulates rows [begin, end) of the batch into out (P doubles, added to).
 // rows == nullptr: batch row i is X row i; else X row rows[i] (a gather, no copy).
+// X row i starts at X + i * ldx, y row i at y + i * ldy.
 // kK / kD > 0 fix K / D at compile time so that the inner loops unroll; L is the
 // loss (loss_terms.h), delta its parameter (Huber's only).
 template <typename scalar_t, Loss L, int kK, int kD>
 void accumulate_rows(const scalar_t* X, const scalar_t* y, const int64_t* rows,
-                     int64_t begin, int64_t end, int64_t K_in, int64_t D_in,
-                     const scalar_t* weight, const scalar_t* bias, scalar_t delta, double* out) {
+                     int64_t begin, int64_t end, int64_t K_in, int64_t D_in, int64_t ldx,
+                     int64_t ldy, const scalar_t* weight, const scalar_t* bias, scalar_t delta,
+                     double* out) {
   const int64_t K = kK > 0 ? kK : K_in;
   const int64_t D = kD > 0 ? kD : D_in;
   constexpr bool kFixed = kK > 0 && kD > 0;
@@ -77,8 +79,8 @@ void accumulate_rows(const scalar_t* X, const scalar_t* y, const int64_t* rows,
     for (int64_t k = 0; k < K; ++k) acc_b[k] = 0;
     for (int64_t i = row0; i < row1; ++i) {
       const int64_t row = rows == nullptr ? i : rows[i];
-      const scalar_t* x = X + row * D;
-      const scalar_t* t = y + row * K;
+      const scalar_t* x = X + row * ldx;
+      const scalar_t* t = y + row * ldy;
       for (int64_t k = 0; k < K; ++k) {
         // (x . w - y) + b, in the reference's order
         const scalar_t residual =

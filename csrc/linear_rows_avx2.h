@@ -49,8 +49,8 @@ inline __m256 loss_terms_8(__m256 r, __m256 delta, __m256& value) {
 // Same contract as accumulate_rows (linear_rows.h) for K == 1, D == 8 * kD8.
 template <Loss L, int kD8>
 void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int64_t begin,
-                       int64_t end, int64_t /*K*/, int64_t /*D*/, const float* weight,
-                       const float* bias, float delta, double* out) {
+                       int64_t end, int64_t /*K*/, int64_t /*D*/, int64_t ldx, int64_t ldy,
+                       const float* weight, const float* bias, float delta, double* out) {
   constexpr int64_t D = 8 * kD8;
   const float b = bias ? bias[0] : 0.f;
   const __m256 bv = _mm256_set1_ps(b), delta_v = _mm256_set1_ps(delta);
@@ -69,8 +69,8 @@ void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int6
       alignas(32) float yt[8];
       for (int j = 0; j < 8; ++j) {
         const int64_t row = rows ? rows[i + j] : i + j;
-        x[j] = X + row * D;
-        yt[j] = y[row];
+        x[j] = X + row * ldx;
+        yt[j] = y[row * ldy];
       }
       __m256 s[8];
       for (int j = 0; j < 8; ++j) {
@@ -100,10 +100,10 @@ void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int6
     }
     for (; i < row1; ++i) {  // the last < 8 rows of this stretch, one by one
       const int64_t row = rows ? rows[i] : i;
-      const float* xr = X + row * D;
+      const float* xr = X + row * ldx;
       float dot = 0;
       for (int d = 0; d < D; ++d) dot += xr[d] * weight[d];
-      const float residual = (dot - y[row]) + b;
+      const float residual = (dot - y[row * ldy]) + b;
       out[0] += loss_value<L>(residual, delta);
       const float r = loss_factor<L>(residual, delta);
       out[1] += r;
@@ -124,8 +124,8 @@ void accumulate_k1_f32(const float* X, const float* y, const int64_t* rows, int6
 // D % 8 is handled by masked loads and stores.
 template <Loss L, int kR>
 void accumulate_tiles_f32(const float* X, const float* y, const int64_t* rows, int64_t begin,
-                          int64_t end, int64_t K, int64_t D, const float* weight,
-                          const float* bias, float delta, double* out) {
+                          int64_t end, int64_t K, int64_t D, int64_t ldx, int64_t ldy,
+                          const float* weight, const float* bias, float delta, double* out) {
   constexpr int kC = 8 / kR;
   static_assert(kR * kC == 8 && kFlushRows % kR == 0, "a block is 8 dots; stretches hold whole tiles");
   const int64_t K_padded = ceil_div(K, int64_t{kC}) * kC;
@@ -149,8 +149,8 @@ void accumulate_tiles_f32(const float* X, const float* y, const int64_t* rows, i
       for (int j = 0; j < kR; ++j) {
         const int64_t i = i0 + (j < live ? j : 0);
         const int64_t row = rows ? rows[i] : i;
-        xs[j] = X + row * D;
-        ys[j] = y + row * K;
+        xs[j] = X + row * ldx;
+        ys[j] = y + row * ldy;
       }
       // residuals of the tile, kC outputs at a time
       for (int64_t k0 = 0; k0 < K_padded; k0 += kC) {
@@ -231,8 +231,8 @@ void accumulate_tiles_f32(const float* X, const float* y, const int64_t* rows, i
 // residual, value and factor 0 under every loss.
 template <Loss L, int kD>
 void accumulate_narrow_f32(const float* X, const float* y, const int64_t* rows, int64_t begin,
-                           int64_t end, int64_t K, int64_t /*D*/, const float* weight,
-                           const float* bias, float delta, double* out) {
+                           int64_t end, int64_t K, int64_t /*D*/, int64_t ldx, int64_t ldy,
+                           const float* weight, const float* bias, float delta, double* out) {
   const int64_t V = ceil_div(K, int64_t{8});  // vectors per row of outputs
   std::vector<float> w_t(kD * V * 8, 0.f), b_pad(V * 8, 0.f), acc(kD * V * 8), acc_b(V * 8);
   for (int64_t k = 0; k < K; ++k) {
@@ -251,8 +251,8 @@ void accumulate_narrow_f32(const float* X, const float* y, const int64_t* rows, 
     for (int64_t i = row0; i < row1; ++i) {
       const int64_t row = rows ? rows[i] : i;
       __m256 x[kD];
-      for (int d = 0; d < kD; ++d) x[d] = _mm256_broadcast_ss(X + row * kD + d);
-      const float* t = y + row * K;
+      for (int d = 0; d < kD; ++d) x[d] = _mm256_broadcast_ss(X + row * ldx + d);
+      const float* t = y + row * ldy;
       for (int64_t v = 0; v < V; ++v) {
         __m256 dot = _mm256_mul_ps(x[0], _mm256_loadu_ps(w_t.data() + v * 8));
         for (int d = 1; d < kD; ++d)

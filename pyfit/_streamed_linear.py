@@ -47,10 +47,13 @@ class StreamedLinear(SummedLinear):
 
     def _sums(self, rows: Union[slice, torch.Tensor]) -> torch.Tensor:
         """The sums over this rank's rows ``rows`` (a slice of them: all of them for a full-batch step, a
-        range test's batch), read from the file a chunk at a time."""
+        range test's batch), read from the file a piece at a time."""
         total = torch.zeros(1 + self.outputs * (1 + self.width), dtype=torch.float64)
-        for X, y in self.source.chunks(rows.start, rows.stop):
-            total += self._linear_sums(*self._design(X, y)).to(total.device)
+        for X, y in self.source.pieces(rows.start, rows.stop):
+            # the columns of a piece are views of the file's rows: the sums read them in place
+            with torch.no_grad():
+                features = self.model.design_matrix(X)
+            total += self._linear_sums(features, y.reshape(y.shape[0], -1)).to(total.device)
         return total
 
     def _batch_sums(self) -> Iterator[Tuple[torch.Tensor, int]]:

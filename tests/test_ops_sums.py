@@ -150,6 +150,43 @@ def test_any_layout_of_the_inputs_gives_the_same_sums(backend):
                                rtol=0, atol=0)
 
 
+def _in_one_buffer(X, y, gap, targets_first):
+    """X and y as column views of one wider (N, D + K + gap) buffer: rows contiguous, further apart."""
+    n, d = X.shape
+    k = y.shape[1]
+    block = torch.full((n, d + k + gap), float("nan"), dtype=X.dtype)
+    x_at, y_at = (k + gap, 0) if targets_first else (0, d + gap)
+    block[:, x_at:x_at + d] = X
+    block[:, y_at:y_at + k] = y
+    return block[:, x_at:x_at + d], block[:, y_at:y_at + k]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("d", [5, 8, 17])
+def test_columns_of_a_wider_buffer_give_exactly_the_contiguous_sums(backend, dtype, loss, k, d):
+    # (the row strides are read in place on the CPU: every kernel must step by them)
+    X, y, params, rows = _problem(("strided", dtype, loss, k, d), dtype, 600, k, d)
+    for gap, targets_first in ((0, False), (3, True)):
+        X_view, y_view = _in_one_buffer(X, y, gap, targets_first)
+        assert not X_view.is_contiguous() and X_view.stride() == (d + k + gap, 1)
+        for chosen in (None, rows[:450]):
+            want = pyfit.ops.linear_sums(X, y, params, rows=chosen, loss=loss, delta=DELTA)
+            got = pyfit.ops.linear_sums(X_view, y_view, params, rows=chosen, loss=loss, delta=DELTA)
+            assert torch.equal(got, want)
+
+
+def test_columns_that_are_not_adjacent_give_the_contiguous_sums(backend):
+    # every other column of a buffer (a column stride of 2) is not read in place: copied
+    X, y, params, rows = _problem("every-other", torch.float32, 300, 3, 9)
+    wide = torch.zeros(300, 24)
+    wide[:, :18:2], wide[:, 18:24:2] = X, y
+    want = pyfit.ops.linear_sums(X, y, params, rows=rows[:200], loss="huber")
+    assert torch.equal(pyfit.ops.linear_sums(wide[:, :18:2], wide[:, 18:24:2], params, rows=rows[:200],
+                                             loss="huber"), want)
+
+
 def test_inputs_that_require_grad_are_read_without_a_graph(backend):
     X, y, params, _ = _problem("grad", torch.float32, 40, 1, 2)
     weight = params[0].clone().requires_grad_()

@@ -65,6 +65,10 @@ def _check_reads(rows, expected_X, expected_y, rng):
         chunks = list(rows.chunks(start, stop, size))
         assert torch.equal(torch.cat([X for X, _ in chunks] or [X]), X), (start, stop, size)
         assert torch.equal(torch.cat([y for _, y in chunks] or [y]), y), (start, stop, size)
+        # and so does a pass of pieces (each copied: a view is valid only until the next piece)
+        pieces = [(X.clone(), y.clone()) for X, y in rows.pieces(start, stop, size)]
+        assert torch.equal(torch.cat([X for X, _ in pieces] or [X]), X), (start, stop, size)
+        assert torch.equal(torch.cat([y for _, y in pieces] or [y]), y), (start, stop, size)
 
 
 @pytest.fixture
@@ -172,6 +176,88 @@ def test_the_first_bad_cell_is_named_in_column_order_whatever_piece_it_is_read_i
     values[10, 0] = 7.0
     X, y = open_rows(_write(tmp_path, "npy", values, name="edge"), "2").read(0, 12)
     assert X[8, 1] == -largest and y[4, 0] == largest and X[10, 0] == 7.0 and X[11, 0] == 1.0
+
+
+def _pieces(rows, start, stop, chunk_rows=100):
+    """A pass of pieces: each one's X and y copied, whether they were views of the file's rows (a row stride
+    of all its columns), and where the memory they lie in starts."""
+    width = len(rows.names)
+    return [(X.clone(), y.clone(), X.stride(0) == y.stride(0) == width, X.untyped_storage().data_ptr())
+            for X, y in rows.pieces(start, stop, chunk_rows)]
+
+
+def _assert_pieces_cover(rows, pieces, start, stop):
+    X, y = rows.read(start, stop)
+    assert torch.equal(torch.cat([piece[0] for piece in pieces]), X)
+    assert torch.equal(torch.cat([piece[1] for piece in pieces]), y)
+
+
+@pytest.mark.parametrize("target, features", [("3", None), ("0", None), ("3", "1,2")])
+def test_pieces_are_views_of_one_buffer_where_the_columns_are_two_runs_of_the_fits_dtype(
+        tmp_path, monkeypatch, target, features):
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 5 * 4 * 4)  # five float32 rows of 4 columns
+    values = np.random.default_rng(5).normal(size=(23, 4)).astype(np.float32)
+    rows = open_rows(_write(tmp_path, "npy", values), target, features)
+    pieces = _pieces(rows, 2, 23)
+    assert [len(piece[0]) for piece in pieces] == [5, 5, 5, 5, 1]
+    assert all(piece[2] for piece in pieces) and len({piece[3] for piece in pieces}) == 1
+    _assert_pieces_cover(rows, pieces, 2, 23)
+    pieces = _pieces(rows, 2, 23, chunk_rows=3)  # no piece longer than a chunk: memory stays in its budget
+    assert [len(piece[0]) for piece in pieces] == [3] * 7 and all(piece[2] for piece in pieces)
+    _assert_pieces_cover(rows, pieces, 2, 23)
+    # a directory of shards: pieces within each shard, views all the same
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.save(shards / "a.npy", values[:7])
+    np.save(shards / "b.npy", values[7:])
+    rows = open_rows(shards, target, features)
+    pieces = _pieces(rows, 3, 23)
+    assert [len(piece[0]) for piece in pieces] == [4, 5, 5, 5, 1] and all(piece[2] for piece in pieces)
+    _assert_pieces_cover(rows, pieces, 3, 23)
+
+
+@pytest.mark.parametrize("case", ["scattered features", "another dtype", "csv"])
+def test_pieces_are_new_tensors_of_chunk_rows_where_views_cannot_be(tmp_path, monkeypatch, case):
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 5 * 4 * 4)
+    values = np.random.default_rng(6).normal(size=(11, 4))
+    stored, features = {"scattered features": (np.float32, "2,0"), "another dtype": (np.float64, None),
+                        "csv": (np.float32, None)}[case]
+    path = _write(tmp_path, "csv" if case == "csv" else "npy", values.astype(stored))
+    rows = open_rows(path, "d" if case == "csv" else "3", features)
+    pieces = _pieces(rows, 0, 11, chunk_rows=4)
+    assert [len(piece[0]) for piece in pieces] == [4, 4, 3] and not any(piece[2] for piece in pieces)
+    _assert_pieces_cover(rows, pieces, 0, 11)
+
+
+def test_a_piece_with_a_bad_value_is_checked_cell_by_cell(tmp_path, monkeypatch):
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 5 * 4 * 4)
+    values = np.random.default_rng(7).normal(size=(15, 4)).astype(np.float32)
+    values[6, 0] = np.nan  # not a chosen column: its piece fails the whole-piece check, yet reads
+    rows = open_rows(_write(tmp_path, "npy", values), "3", "1,2")
+    pieces = _pieces(rows, 0, 15)
+    assert [piece[2] for piece in pieces] == [True, False, True]
+    _assert_pieces_cover(rows, pieces, 0, 15)
+    values[12, 3] = np.inf  # the target: named as read() names it
+    rows = open_rows(_write(tmp_path, "npy", values, name="bad"), "3", "1,2")
+    with pytest.raises(pyfit.DataError, match=r"bad\.npy: non-finite value inf at row 13, column '3'"):
+        _pieces(rows, 0, 15)
+    with pytest.raises(pyfit.InputError, match="chunk_rows must be an integer >= 1, got 0"):
+        rows.pieces(0, 15, 0)
+
+
+def test_a_streamed_fit_names_a_bad_cell_it_reads_in_a_piece(tmp_path, monkeypatch):
+    monkeypatch.setattr(_shard_files, "VIEW_PIECE_BYTES", 64 * 4 * 4)
+    values = np.random.default_rng(8).normal(size=(2000, 4)).astype(np.float32)
+    path = _write(tmp_path, "npy", values)
+    settings = dict(lr=0.1, epochs=3, tol=None, seed=0)
+    streamed = pyfit.fit("linear", open_rows(path, "3"), None, chunk_mb=0.01, **settings)
+    held = pyfit.fit("linear", open_rows(path, "3"), None, **settings)
+    assert streamed.backend == "cpp:summed-linear" and held.backend != streamed.backend
+    torch.testing.assert_close(streamed.model.weight, held.model.weight, rtol=1e-5, atol=1e-6)
+    values[1500, 2] = np.nan
+    with pytest.raises(pyfit.DataError, match=r"missing value \(NaN\) at row 1501, column '2'"):
+        pyfit.fit("linear", open_rows(_write(tmp_path, "npy", values, name="bad"), "3"), None, chunk_mb=0.01,
+                  **settings)
 
 
 def _open_files():

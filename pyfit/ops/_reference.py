@@ -156,6 +156,8 @@ def linear_sums(X: Tensor, y: Tensor, params: Sequence[Tensor], rows: Optional[T
     if rows is not None:
         rows = rows.to(X.device)
         X, y = X[rows], y[rows]
+    # column views of a wider buffer sum exactly as their contiguous copies (as compiled)
+    X, y = X.contiguous(), y.contiguous()
     total, bias_sums, weight_sums = _row_sums(X, y, params, loss, delta)
     return torch.cat([total.reshape(1), bias_sums, weight_sums.reshape(-1)])
 
