@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
@@ -167,6 +168,9 @@ def _leave() -> None:
         except RuntimeError:
             pass
     torch.distributed.destroy_process_group()
+    # what the group's work still holds (tensors that reference Python objects) goes now, while the
+    # interpreter is whole, not in its teardown
+    gc.collect()
 
 
 def _group_timeout() -> float:

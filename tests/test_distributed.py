@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import pyfit
+from torchrun_launch import torchrun
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "torchrun_fits.py")
@@ -64,9 +65,8 @@ def _environment(timeout=None):
     return env
 
 
-def _torchrun(ranks, *args, timeout=None, limit=240):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=_environment(timeout), timeout=limit)
+def _torchrun(ranks, *args, timeout=None, limit=240, written=lambda: False):
+    return torchrun(ranks, list(args), env=_environment(timeout), limit=limit, written=written)
 
 
 def _run(directory, scenarios, ranks=None, timeout=None):
@@ -84,7 +84,11 @@ def _run(directory, scenarios, ranks=None, timeout=None):
         done = subprocess.run([sys.executable, WORKER, spec, out], capture_output=True, text=True,
                               env=_environment(), timeout=240)
     else:
-        done = _torchrun(ranks, WORKER, spec, out, timeout=timeout)
+        def written():
+            return all(os.path.exists(os.path.join(out, f"{name}.{rank}.json"))
+                       for name in scenarios for rank in range(ranks))
+
+        done = _torchrun(ranks, WORKER, spec, out, timeout=timeout, written=written)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = {}
     for name in scenarios:
@@ -194,7 +198,8 @@ def test_the_command_prints_once_under_torchrun_and_fits_as_one_process(tmp_path
         for row, target in zip(X, y):
             handle.write(",".join(repr(float(v)) for v in row) + f",{float(target)!r}\n")
     arguments = ["-m", "pyfit", "fit", path, "--target", "y", "--seed", "0", "--json"]
-    together = _torchrun(2, *arguments)
+    # the command's work is its report: rank 0 prints it last, and running it again changes nothing
+    together = _torchrun(2, *arguments, written=lambda: True)
     alone = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, env=_environment())
     assert together.returncode == 0 and alone.returncode == 0, together.stderr[-3000:] + alone.stderr[-3000:]
     lines = [line for line in together.stdout.splitlines() if line.startswith("{")]
