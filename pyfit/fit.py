@@ -46,6 +46,7 @@ from .validation import (
     check_optimizer_settings,
     check_outputs,
     check_positive,
+    check_same_on_every_rank,
     check_positive_int,
     check_resume_settings,
     check_scheduler_settings,
@@ -439,6 +440,8 @@ def _plan(model: Any, X: Any, y: Any, *, world: Optional[distributed.World], chu
                          "both as tensors")
     if rows is None:
         X, y = check_fit_data(X, y, dtype)
+        if world is not None:
+            check_same_on_every_rank(world, X, y)
     if device is not None:
         X, y = X.to(device), y.to(device)
     X_val = y_val = None

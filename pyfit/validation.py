@@ -81,6 +81,22 @@ def _check_finite(tensor: Tensor, name: str) -> None:
     raise InputError(f"{name} contains {value} at {location} ({bad.shape[0]} non-finite values in all)")
 
 
+def check_same_on_every_rank(world: Any, X: Tensor, y: Tensor) -> None:
+    """Under torchrun, refuse tensors that differ between the ranks: every rank passes all the rows and fits
+    on its share of them, so a rank that passed only its own rows would fit on a share of a share."""
+    summary = torch.tensor([float(X.shape[0]), float(X.numel()), float(y.numel()),
+                            float(X.double().sum()), float(X.double().abs().sum()),
+                            float(y.double().sum()), float(y.double().abs().sum())], dtype=torch.float64)
+    seen = world.gather(summary, "the data each rank passed")
+    differing = [rank for rank, other in enumerate(seen) if not torch.equal(other, seen[0])]
+    if differing:
+        raise InputError(
+            f"under torchrun every rank passes the same X and y, all the rows, and fits on its own share of "
+            f"them; rank {differing[0]} passed other data than rank 0 ({int(seen[differing[0]][0])} rows "
+            f"against {int(seen[0][0])}, or other values). To give each rank only its own rows, pass a data "
+            "file with pyfit.open_rows: each rank then reads its share of it")
+
+
 def check_fit_data(X: Any, y: Any, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
     """Checked (N, D) features and (N,) or (N, K) targets for a fit.
 

@@ -139,6 +139,18 @@ def test_every_rank_ends_with_the_single_process_fit(single, tmp_path, ranks):
     assert alone["sgd"][0]["backend"].endswith("fused-linear")
 
 
+def test_ranks_that_pass_different_rows_are_refused_on_every_rank(tmp_path):
+    directory = str(tmp_path)
+    spec = os.path.join(directory, "scenarios.json")
+    with open(spec, "w") as handle:
+        json.dump({"own_rows": {"own_rows": True, "fit": {"lr": 0.01, "epochs": 3, "seed": 0}}}, handle)
+    done = _torchrun(2, WORKER, spec, directory)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert output.count("rank 1 passed other data than rank 0") >= 1, output[-3000:]
+    assert not os.path.exists(os.path.join(directory, "own_rows.0.json"))
+
+
 def test_a_checkpoint_resumes_on_another_number_of_ranks(tmp_path):
     directory = str(tmp_path)
     checkpoint = os.path.join(directory, "fit.pt")
