@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -76,21 +76,43 @@ def declared_loss(loss_fn: Any) -> Optional[tuple]:
     return (kind, reduction) if kind in _LOSSES and reduction in _REDUCTIONS else None
 
 
+def loss_terms(loss_fn: Any) -> Optional[Tuple[str, str, float]]:
+    """``(kind, reduction, delta)`` of a loss the loop computes (declared_loss, with Huber's threshold; 1.0
+    for the losses that have none), or None where it declares none or its threshold is not a positive float."""
+    declared = declared_loss(loss_fn)
+    if declared is None:
+        return None
+    kind, reduction = declared
+    if kind != "huber":
+        return kind, reduction, 1.0
+    delta = getattr(loss_fn, "delta", None)
+    if not isinstance(delta, float) or not (0 < delta < math.inf):
+        return None
+    return kind, reduction, delta
+
+
 def squared_error_reduction(loss_fn: Any) -> Optional[str]:
     """"mean" or "sum" where the loss declares a squared error, else None."""
     declared = declared_loss(loss_fn)
     return declared[1] if declared is not None and declared[0] == "squared" else None
 
 
-def _has_hooks(model: nn.Module, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> bool:
-    """Hooks the fused call would skip: on the model's forward, the params' gradients, the optimizer's step."""
+def has_model_hooks(model: nn.Module, params: Sequence[torch.Tensor]) -> bool:
+    """Hooks a pass that skips the model's forward and autograd would skip: on the forward, the params'
+    gradients."""
     return bool(
         model._forward_hooks or model._forward_pre_hooks
         or nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks
-        or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
-        or optim_module._global_optimizer_pre_hooks or optim_module._global_optimizer_post_hooks
         or any(getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None)
                for p in params))
+
+
+def _has_hooks(model: nn.Module, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> bool:
+    """Hooks the fused call would skip: the model's (has_model_hooks) and the optimizer's step."""
+    return bool(
+        has_model_hooks(model, params)
+        or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+        or optim_module._global_optimizer_pre_hooks or optim_module._global_optimizer_post_hooks)
 
 
 def _linear_params(model: nn.Module, X: torch.Tensor) -> Optional[List[torch.Tensor]]:
@@ -191,16 +213,11 @@ def fusion_plan(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer
     over exactly the model's weight and bias, all of which train.
     """
     params = _linear_params(model, X)
-    declared = declared_loss(loss_fn)
+    terms = loss_terms(loss_fn)
     code = _OPTIMIZERS.get(type(optimizer))
-    if params is None or declared is None or code is None or len(optimizer.param_groups) != 1:
+    if params is None or terms is None or code is None or len(optimizer.param_groups) != 1:
         return None
-    kind, reduction = declared
-    delta = 1.0
-    if kind == "huber":
-        delta = getattr(loss_fn, "delta", None)
-        if not isinstance(delta, float) or not (0 < delta < math.inf):
-            return None
+    kind, reduction, delta = terms
     group = optimizer.param_groups[0]
     if {id(p) for p in group["params"]} != {id(p) for p in params} or len(group["params"]) != len(params):
         return None

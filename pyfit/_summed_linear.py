@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import ops
-from ._fusable import _linear_params, declared_loss
+from ._fusable import _linear_params, has_model_hooks, loss_terms
 from ._runners import Autograd, _order
 from ._shard import Shard
 from .optimizers import requires_closure
@@ -40,19 +40,10 @@ def summed_plan(model: nn.Module, loss_fn: Any, optimizer: torch.optim.Optimizer
     """The loss to take a linear model's steps from sums under, or None where the sums would not be the
     gradient autograd computes (see ``_fusable``: the same declared facts about the model and the loss)."""
     params = _linear_params(model, X)
-    declared = declared_loss(loss_fn)
-    if params is None or declared is None or requires_closure(optimizer):
-        return None
-    if model._forward_hooks or model._forward_pre_hooks or any(
-            getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None) for p in params):
-        return None  # hooks the sums would skip
-    kind, reduction = declared
-    delta = 1.0
-    if kind == "huber":
-        delta = getattr(loss_fn, "delta", None)
-        if not isinstance(delta, float) or not (0 < delta < math.inf):
-            return None
-    return LinearLoss(kind, reduction, delta)
+    terms = loss_terms(loss_fn)
+    if params is None or terms is None or requires_closure(optimizer) or has_model_hooks(model, params):
+        return None  # (hooks: the sums skip the forward and autograd; the optimizer's own step runs)
+    return LinearLoss(*terms)
 
 
 class SummedLinear(Autograd):
