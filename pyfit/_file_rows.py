@@ -24,7 +24,8 @@ from .distributed import World
 from .errors import InputError
 from .outcome import Predictions
 from .row_files import RowFile
-from .callbacks import Callback, FitState
+from .callbacks import FitState
+from .holdout import Validation
 from .metrics import check_metric_names
 from .validation import all_finite
 
@@ -225,7 +226,7 @@ def auto_lr_over(rows: FileRows):
     return choose
 
 
-class RowValidation(Callback):
+class RowValidation(Validation):
     """holdout.Validation for a data file's rows: after every epoch the validation file's loss, and each
     metric on the training and validation rows, each from sums over the chunks and ranks."""
 
@@ -233,15 +234,9 @@ class RowValidation(Callback):
         self.loss_fn, self.rows, self.val_rows = loss_fn, rows, val_rows
         self.metrics = check_metric_names(metrics)
 
-    def keys(self) -> List[str]:
-        keys = ["val_loss"] if self.val_rows is not None else []
-        for name in self.metrics:
-            keys += [name] + (["val_" + name] if self.val_rows is not None else [])
-        return keys
-
-    def on_fit_start(self, state: FitState) -> None:
-        for key in self.keys():
-            state.history.setdefault(key, [])
+    @property
+    def held_out(self) -> bool:
+        return self.val_rows is not None
 
     def on_epoch_end(self, state: FitState) -> None:
         val = self.val_rows.scores(state.model, self.loss_fn)[0] if self.val_rows is not None else None

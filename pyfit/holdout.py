@@ -77,11 +77,16 @@ class Validation(Callback):
         self.loss_fn, self.X, self.y, self.X_val, self.y_val = loss_fn, X, y, X_val, y_val
         self.metrics = check_metric_names(metrics)
 
+    @property
+    def held_out(self) -> bool:
+        """Whether there are held-out rows to score."""
+        return self.X_val is not None
+
     def keys(self) -> list:
         """The history entries this callback records."""
-        keys = ["val_loss"] if self.X_val is not None else []
+        keys = ["val_loss"] if self.held_out else []
         for name in self.metrics:
-            keys += [name] + (["val_" + name] if self.X_val is not None else [])
+            keys += [name] + (["val_" + name] if self.held_out else [])
         return keys
 
     def on_fit_start(self, state: FitState) -> None:
