@@ -13,7 +13,6 @@ single process reading the whole file would (up to the order of the additions).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -26,7 +25,8 @@ from .outcome import Predictions
 from .row_files import RowFile
 from .callbacks import FitState
 from .holdout import Validation
-from .metrics import check_metric_names
+from .learning_rate import with_ones
+from .metrics import check_metric_names, metrics_from_sums
 from .validation import all_finite
 
 Moments = Tuple[float, Tensor, Tensor]  # rows, mean, sum of squared deviations from the mean (float64)
@@ -108,7 +108,7 @@ class FileRows:
         """The features' mean and standard deviation over all the rows (see pyfit.scaling.feature_statistics)."""
         moments: Moments = (0, torch.zeros(self.X.shape[1], dtype=torch.float64),
                             torch.zeros(self.X.shape[1], dtype=torch.float64))
-        for X, _ in self.chunks():
+        for X, _ in self.pieces():
             moments = _combine(moments, _moments(X))
         n, mean, m2 = self._all_ranks(moments, "the feature statistics")
         scale = (m2 / n).sqrt()
@@ -119,11 +119,10 @@ class FileRows:
         """The Gram matrix Z.T @ Z / N of the design over all the rows (Z with a column of ones for a bias),
         the largest squared row norm of Z, and N."""
         gram, largest = None, torch.zeros(1, dtype=torch.float64)
-        for X, _ in self.chunks():
+        for X, _ in self.pieces():
             with torch.no_grad():
                 Z = design(X).double()
-            if bias:
-                Z = torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype)], 1)
+            Z = with_ones(Z, bias)
             part = Z.T @ Z
             gram = part if gram is None else gram + part
             if Z.shape[0]:
@@ -174,7 +173,7 @@ class FileRows:
         model.eval()
         try:
             with torch.no_grad():
-                for X, y in self.chunks():
+                for X, y in self.pieces():
                     if not X.shape[0]:
                         continue
                     pred = match_prediction(model(X), y)
@@ -192,13 +191,8 @@ class FileRows:
         self.shard.sum(sums, "the closing scores")
         n, _, m2_y = self._all_ranks(y_moments, "the targets' spread")
         _, _, m2_pred = self._all_ranks(pred_moments, "the predictions' spread")
-        ss_res = sums[3:]
-        scores = {
-            "loss": float(sums[0]) / (n if mean_loss else 1),
-            "r2": math.nan if bool((m2_y == 0).any()) else float((1 - ss_res / m2_y).mean()),
-            "rmse": float((ss_res / n).sqrt().mean()),
-            "mae": float(sums[1]) / (n * outputs),
-        }
+        scores = {"loss": float(sums[0]) / (n if mean_loss else 1),
+                  **metrics_from_sums(int(n), sums[3:].sqrt(), m2_y, sums[1])}
         predictions = Predictions(int(n), float(sums[2]) == 0, (m2_y / n).sqrt(), (m2_pred / n).sqrt())
         return scores, predictions
 

@@ -52,7 +52,8 @@ _POWER_MARGIN = 1.1
 _BOUND_SLACK = 1.05  # the squared-trace bound overestimates by at most this factor
 
 
-def _with_ones(Z: Tensor, bias: bool) -> Tensor:
+def with_ones(Z: Tensor, bias: bool) -> Tensor:
+    """The design Z with a column of ones after it for a bias (Z itself without one)."""
     return torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=Z.dtype, device=Z.device)], 1) if bias else Z
 
 
@@ -110,7 +111,7 @@ def squared_error_lr(design: Tensor, bias: bool, outputs: int, reduction: str, b
     columns (pyfit's ``mse``), ``"sum"`` adds them (``sse``); ``momentum`` is
     SGD's (see the module's docstring for how it shortens minibatch steps).
     """
-    Z = _with_ones(design, bias)
+    Z = with_ones(design, bias)
     n = Z.shape[0]
     curvature, proven = largest_curvature(Z)
     rows = n if batch_size is None or batch_size >= n else batch_size

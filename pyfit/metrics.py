@@ -58,12 +58,18 @@ def all_metrics(y: Tensor, pred: Tensor) -> Dict[str, float]:
     for a fraction of the passes over millions of rows."""
     y, pred = as_float64_pair(y, pred)
     residual = y - pred
-    root_ss_res = torch.linalg.vector_norm(residual, dim=0)  # (K,)
-    ss_tot = y.var(0, correction=0) * y.shape[0]
+    return metrics_from_sums(y.shape[0], torch.linalg.vector_norm(residual, dim=0),
+                             y.var(0, correction=0) * y.shape[0], torch.linalg.vector_norm(residual, ord=1))
+
+
+def metrics_from_sums(rows: int, root_ss_res: Tensor, ss_tot: Tensor, absolute: Tensor) -> Dict[str, float]:
+    """r2, rmse and mae from a residual's sums over its ``rows`` rows (float64, which may be added up over
+    chunks or processes): per output (K,), the root of the squared residuals' sum and the targets' squared
+    deviations from their mean; in all, the absolute residuals' sum."""
     return {
         "r2": math.nan if bool((ss_tot == 0).any()) else float((1 - root_ss_res ** 2 / ss_tot).mean()),
-        "rmse": float((root_ss_res / math.sqrt(y.shape[0])).mean()),
-        "mae": float(torch.linalg.vector_norm(residual, ord=1) / y.numel()),
+        "rmse": float((root_ss_res / math.sqrt(rows)).mean()),
+        "mae": float(absolute / (rows * root_ss_res.numel())),
     }
 
 
